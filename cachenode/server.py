@@ -1,0 +1,85 @@
+"""Assembles a cache node: cluster settings from the metadata service, the
+bucket, the two tiers, the gRPC server and the membership agent."""
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cachenode.agent import MembershipAgent
+from cachenode.blocks import BlockService
+from cachenode.service import CacheNodeServicer
+from dcfs import rpc
+from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
+from dcfs.cluster import fetch_cluster_info
+from dcfs.objstore import open_store
+from protos import dcfs_pb2, dcfs_pb2_grpc
+
+log = logging.getLogger("dcfs.cachenode")
+
+
+@dataclass(frozen=True)
+class CacheNodeConfig:
+    metadata: str
+    listen: str
+    cache_dir: Path
+    memory: int
+    disk: int
+    advertise: str = ""  # address clients use; defaults to ``listen``
+    node_id: str = ""
+
+
+class CacheNodeServer:
+    def __init__(self, config: CacheNodeConfig) -> None:
+        self.config = config
+        info = fetch_cluster_info(config.metadata)
+        self.store = open_store(info.bucket_url, info.endpoint_url or None)
+        disk = DiskTier(config.cache_dir, config.disk) if config.disk > 0 else None
+        cache = BlockCache(MemoryTier(config.memory), disk)
+        self.blocks = BlockService(cache, self.store, info.block_size)
+        self.node_id = config.node_id or _stable_node_id(config.cache_dir)
+        self.server = rpc.make_server()
+        dcfs_pb2_grpc.add_CacheNodeServicer_to_server(
+            CacheNodeServicer(self.node_id, self.blocks), self.server
+        )
+        rpc.bind(self.server, config.listen)
+        node = dcfs_pb2.NodeInfo(
+            node_id=self.node_id,
+            address=config.advertise or config.listen,
+            capacity=config.memory + config.disk,
+        )
+        metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(config.metadata))
+        self.agent = MembershipAgent(metadata, node)
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self.server.start()
+        self.agent.start()
+        log.info(
+            "cache node %s serving on %s (bucket %s)",
+            self.node_id,
+            self.config.listen,
+            self.store.url,
+        )
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.agent.stop()
+        self.server.stop(grace=2).wait()
+        self.blocks.cache.close()
+        self.store.close()
+
+
+def _stable_node_id(cache_dir: Path) -> str:
+    """A node keeps its id across restarts (its disk tier is still valid)."""
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    id_file = cache_dir / "node-id"
+    try:
+        return id_file.read_text().strip()
+    except FileNotFoundError:
+        node_id = uuid.uuid4().hex[:12]
+        id_file.write_text(node_id + "\n")
+        return node_id

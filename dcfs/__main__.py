@@ -1,0 +1,3 @@
+from dcfs.cli import main
+
+raise SystemExit(main())

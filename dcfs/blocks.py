@@ -1,0 +1,66 @@
+"""Object versions and the fixed-size blocks they are read in.
+
+Nothing is cached under a key alone: a block's identity includes the object's
+etag, so a changed object can never be served from a stale cache.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """One version of one object: what a file handle is pinned to."""
+
+    key: str
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    """Block ``index`` of ``version``, cut at ``block_size`` boundaries."""
+
+    version: ObjectVersion
+    index: int
+    block_size: int
+
+    @property
+    def offset(self) -> int:
+        return self.index * self.block_size
+
+    @property
+    def length(self) -> int:
+        """Bytes in this block (the last block of an object is short)."""
+        return max(0, min(self.block_size, self.version.size - self.offset))
+
+    @property
+    def block_id(self) -> str:
+        """Hex digest naming this block in every cache and on the ring."""
+        return block_id(self.version, self.index, self.block_size)
+
+
+def block_id(version: ObjectVersion, index: int, block_size: int) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in (version.key, version.etag, str(version.size), str(index), str(block_size)):
+        encoded = part.encode("utf-8", "surrogateescape")
+        h.update(len(encoded).to_bytes(4, "little"))
+        h.update(encoded)
+    return h.hexdigest()
+
+
+def block_count(size: int, block_size: int) -> int:
+    return (size + block_size - 1) // block_size
+
+
+def blocks_for_range(
+    version: ObjectVersion, offset: int, length: int, block_size: int
+) -> list[BlockRef]:
+    """The blocks covering ``[offset, offset + length)``, clipped to the object."""
+    end = min(version.size, offset + length)
+    if offset >= end:
+        return []
+    first, last = offset // block_size, (end - 1) // block_size
+    return [BlockRef(version, i, block_size) for i in range(first, last + 1)]

@@ -1,0 +1,67 @@
+"""Argument types and helpers shared by the subcommands."""
+
+import argparse
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dcfs import rpc
+from dcfs.errors import DcfsError
+from dcfs.sizes import parse_size
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except DcfsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def address_arg(text: str) -> str:
+    try:
+        rpc.parse_address(text)
+    except DcfsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def seconds_arg(text: str) -> float:
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def add_command(
+    commands: Subparsers, name: str, help_text: str, run: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def wait_for_signal() -> int:
+    """Block until SIGINT or SIGTERM; return the signal number."""
+    received: list[int] = []
+    event = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        event.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    while not event.wait(3600):
+        pass
+    return received[0]

@@ -1,0 +1,71 @@
+"""``dcfs status`` and ``dcfs bench``."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import grpc
+
+from dcfs import bench, rpc
+from dcfs.cli.common import Subparsers, add_command, address_arg
+from dcfs.cluster import describe_rpc_error, fetch_cluster_info
+from dcfs.errors import ConfigError
+from dcfs.sizes import format_size
+from protos import dcfs_pb2, dcfs_pb2_grpc
+
+
+def register(commands: Subparsers) -> None:
+    p = add_command(
+        commands, "status", "show the cluster: nodes, capacities, hit ratios", run_status
+    )
+    p.add_argument("metadata", type=address_arg, metavar="HOST:PORT", help="the metadata service")
+
+    p = add_command(
+        commands, "bench", "fio-style read tests against a mount, with a report", run_bench
+    )
+    p.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    info = fetch_cluster_info(args.metadata, timeout=5)
+    print(
+        f"bucket      {info.bucket_url}" + (f" at {info.endpoint_url}" if info.endpoint_url else "")
+    )
+    print(f"block size  {format_size(info.block_size)}")
+    print(f"objects     {info.objects} (generation {info.generation})")
+    stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(args.metadata))
+    members = stub.Members(dcfs_pb2.MembersRequest(), timeout=5)
+    print(f"cache nodes {len(members.nodes)}")
+    for node in members.nodes:
+        print(f"\n  {node.node_id} at {node.address}, capacity {format_size(node.capacity)}")
+        node_stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(node.address))
+        try:
+            stats = node_stub.Stats(dcfs_pb2.StatsRequest(), timeout=5)
+        except grpc.RpcError as exc:
+            print(f"    unreachable: {describe_rpc_error(exc)}")
+            continue
+        for tier in stats.tiers:
+            lookups = tier.hits + tier.misses
+            ratio = f"{100 * tier.hits / lookups:.1f}%" if lookups else "-"
+            print(
+                f"    {tier.name:<7} {format_size(tier.used_bytes):>10} of "
+                f"{format_size(tier.capacity_bytes):>10}  {tier.blocks:>6} blocks  "
+                f"hit ratio {ratio:>6}  evictions {tier.evictions}  "
+                f"checksum failures {tier.checksum_failures}"
+            )
+        print(f"    bucket  {stats.bucket_fetches} fetches, {format_size(stats.bucket_bytes)}")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if not args.mountpoint.is_dir():
+        raise ConfigError(f"{args.mountpoint} is not a directory")
+    print(bench.HEADER)
+    results = bench.run_all(args.mountpoint, progress=lambda row: print(row, flush=True))
+    if not results:
+        raise ConfigError(f"no files to read under {args.mountpoint}")
+    if args.json:
+        bench.write_json(results, args.json)
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,131 @@
+"""Runs the FUSE client: assembles the read path, mounts, serves until
+unmounted or signalled, and always unmounts on the way out."""
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from dcfs import rpc
+from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
+from dcfs.cluster import fetch_cluster_info
+from dcfs.errors import ConfigError
+from dcfs.objstore import open_store
+from dcfs.sizes import format_size
+from fsclient.namespace import NamespaceClient
+from fsclient.operations import Operations
+from fsclient.reader import BlockReader
+from fsclient.router import PeerRouter
+from protos import dcfs_pb2_grpc
+
+log = logging.getLogger("dcfs.client")
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    metadata: str
+    mountpoint: Path
+    cache_dir: Path
+    memory: int
+    disk: int
+    prefetch: int
+    attr_timeout_s: float = 30.0
+    peer_timeout_s: float = 10.0
+    read_ahead_kb: int = 4096
+    allow_other: bool = False
+    debug_fuse: bool = False
+
+
+def check_mountpoint(path: Path) -> None:
+    if not path.is_dir():
+        raise ConfigError(f"mount point {path} does not exist or is not a directory")
+    if os.path.ismount(path):
+        raise ConfigError(f"{path} is already a mount point")
+
+
+def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
+    """Mount and serve until unmounted; ``on_ready`` runs once reads work."""
+    check_mountpoint(config.mountpoint)
+    info = fetch_cluster_info(config.metadata)
+    store = open_store(info.bucket_url, info.endpoint_url or None)
+    metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(config.metadata))
+    disk = DiskTier(config.cache_dir, config.disk) if config.disk > 0 else None
+    cache = BlockCache(MemoryTier(config.memory), disk)
+    router = PeerRouter(metadata, store, peer_timeout_s=config.peer_timeout_s)
+    reader = BlockReader(cache, router, info.block_size, config.prefetch)
+    ops = Operations(NamespaceClient(metadata), reader, attr_timeout_s=config.attr_timeout_s)
+    router.start()
+
+    options = set(pyfuse3.default_options)
+    options |= {"fsname=dcfs", "subtype=dcfs", "ro"}
+    if config.allow_other:
+        options.add("allow_other")
+    if config.debug_fuse:
+        options.add("debug")
+    try:
+        pyfuse3.init(ops, str(config.mountpoint), options)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot mount on {config.mountpoint}: {exc}") from None
+    log.info("mounted %s on %s", info.bucket_url, config.mountpoint)
+    try:
+        trio.run(_serve, config, on_ready)
+    finally:
+        pyfuse3.close(unmount=True)
+        router.stop()
+        reader.close()
+        for tier in cache.stats():
+            log.info(
+                "client %s tier: %d hits, %d misses, %s served, %d evictions, %d checksum failures",
+                tier.name,
+                tier.hits,
+                tier.misses,
+                format_size(tier.bytes_served),
+                tier.evictions,
+                tier.checksum_failures,
+            )
+        log.info(
+            "client fetches: %d from cache nodes, %d from the bucket",
+            router.peer_fetches,
+            router.bucket_fetches,
+        )
+        cache.close()
+        store.close()
+
+
+async def _serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal)
+        nursery.start_soon(_announce_ready, config, on_ready)
+        await pyfuse3.main(min_tasks=4, max_tasks=64)
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("got %s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+async def _announce_ready(config: MountConfig, on_ready: Callable[[], None]) -> None:
+    """Wait for the kernel's INIT (a stat through the mount answers only after
+    it), then raise the readahead, which INIT resets, and report ready."""
+    st = await trio.to_thread.run_sync(os.stat, config.mountpoint)
+    if config.read_ahead_kb > 0:
+        set_read_ahead(st.st_dev, config.read_ahead_kb)
+    on_ready()
+
+
+def set_read_ahead(st_dev: int, kib: int) -> None:
+    """Let the kernel send large read requests (its default is 128 KiB)."""
+    path = Path(f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb")
+    try:
+        path.write_text(str(kib))
+    except OSError as exc:
+        log.info("could not raise readahead (%s): reads stay at 128 KiB", exc)

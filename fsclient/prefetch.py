@@ -1,0 +1,27 @@
+"""Sequential-read detection: a per-handle window that grows 1 -> 2 -> 4 ...
+blocks while reads follow each other, and resets on a jump.
+
+The kernel issues readahead requests concurrently, so they can arrive a little
+out of order: a read within ``slack`` bytes of the expected offset still
+counts as sequential."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class PrefetchWindow:
+    max_blocks: int
+    slack: int = 1024 * 1024
+    next_offset: int = 0
+    blocks: int = 0
+
+    def advise(self, offset: int, size: int, block_size: int, block_count: int) -> range:
+        """Record a read; return the block indexes worth fetching ahead of it."""
+        sequential = abs(offset - self.next_offset) <= self.slack
+        self.next_offset = max(self.next_offset, offset + size) if sequential else offset + size
+        if not sequential or self.max_blocks <= 0:
+            self.blocks = 0
+            return range(0)
+        self.blocks = min(self.max_blocks, max(1, self.blocks * 2))
+        first = (offset + size - 1) // block_size + 1
+        return range(first, min(block_count, first + self.blocks))

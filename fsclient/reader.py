@@ -1,0 +1,88 @@
+"""The client's read path: its own tiers, then the router; plus prefetch."""
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from dcfs.blockcache import BlockCache
+from dcfs.blocks import BlockRef, ObjectVersion, block_count, blocks_for_range
+from dcfs.errors import DcfsError
+from fsclient.prefetch import PrefetchWindow
+from fsclient.router import PeerRouter
+
+log = logging.getLogger("dcfs.client")
+
+
+class BlockReader:
+    """Synchronous and thread-safe; the FUSE handlers call it from threads."""
+
+    def __init__(
+        self,
+        cache: BlockCache,
+        router: PeerRouter,
+        block_size: int,
+        prefetch_budget: int,
+        prefetch_threads: int = 8,
+    ) -> None:
+        self.cache = cache
+        self.router = router
+        self.block_size = block_size
+        self.max_prefetch_blocks = prefetch_budget // block_size
+        self._pool = ThreadPoolExecutor(prefetch_threads, thread_name_prefix="prefetch")
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()
+
+    def new_window(self) -> PrefetchWindow:
+        return PrefetchWindow(self.max_prefetch_blocks)
+
+    def read(
+        self, version: ObjectVersion, offset: int, size: int, window: PrefetchWindow | None = None
+    ) -> bytes | memoryview:
+        """Bytes ``[offset, offset + size)`` of ``version`` (short at EOF)."""
+        refs = blocks_for_range(version, offset, size, self.block_size)
+        if window is not None:
+            self._prefetch(
+                version, window.advise(offset, size, self.block_size, self._count(version))
+            )
+        if not refs:
+            return b""
+        if len(refs) == 1:
+            return self._slice(refs[0], offset, size)
+        return b"".join(self._slice(ref, offset, size) for ref in refs)
+
+    def block(self, ref: BlockRef) -> bytes:
+        data, _ = self.cache.get(ref, self.router.fetch)
+        return data
+
+    def _slice(self, ref: BlockRef, offset: int, size: int) -> memoryview:
+        """The part of block ``ref`` inside the read, without copying."""
+        start = max(offset, ref.offset) - ref.offset
+        end = min(offset + size, ref.offset + ref.length) - ref.offset
+        return memoryview(self.block(ref))[start:end]
+
+    def _count(self, version: ObjectVersion) -> int:
+        return block_count(version.size, self.block_size)
+
+    def _prefetch(self, version: ObjectVersion, indexes: range) -> None:
+        for index in indexes:
+            ref = BlockRef(version, index, self.block_size)
+            block_id = ref.block_id
+            with self._lock:
+                if block_id in self._in_flight or len(self._in_flight) >= self.max_prefetch_blocks:
+                    continue
+                if self.cache.contains(ref):
+                    continue
+                self._in_flight.add(block_id)
+            self._pool.submit(self._prefetch_one, ref, block_id)
+
+    def _prefetch_one(self, ref: BlockRef, block_id: str) -> None:
+        try:
+            self.block(ref)
+        except DcfsError as exc:
+            log.debug("prefetch of block %d of %r failed: %s", ref.index, ref.version.key, exc)
+        finally:
+            with self._lock:
+                self._in_flight.discard(block_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

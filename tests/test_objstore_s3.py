@@ -1,0 +1,250 @@
+"""S3Store against a real SeaweedFS S3 server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from seaweed import SeaweedServer
+
+from dcfs.blocks import ObjectVersion
+from dcfs.errors import BucketError, ConfigError, ObjectChanged, ObjectNotFound
+from dcfs.objstore import open_store
+from dcfs.objstore.s3 import S3Store
+
+
+@pytest.fixture
+def client(seaweed: SeaweedServer) -> Any:
+    return seaweed.client()
+
+
+@pytest.fixture
+def bucket(seaweed: SeaweedServer) -> str:
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    seaweed.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def store(seaweed: SeaweedServer, bucket: str) -> Iterator[S3Store]:
+    s = open_store(f"s3://{bucket}", endpoint_url=seaweed.endpoint_url)
+    assert isinstance(s, S3Store)
+    yield s
+    s.close()
+
+
+def put(client: Any, bucket: str, key: str, data: bytes) -> None:
+    client.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def count_calls(store: S3Store, operation: str) -> list[str]:
+    """Records each ``operation`` request the store's client makes."""
+    calls: list[str] = []
+    store._client.meta.events.register(
+        f"before-call.s3.{operation}", lambda **kw: calls.append(operation)
+    )
+    return calls
+
+
+# -- URLs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://",
+        "s3:///prefix",
+        "s3://ab",
+        "s3://Upper-Case",
+        "s3://under_score",
+        "s3://-leading-hyphen",
+        "s3://trailing-hyphen-",
+        "s3://double..dot",
+        "s3://" + "x" * 64,
+        "s3://user@bucket",
+        "s3://bucket:9000",
+        "s3://bucket/p?versionId=1",
+        "gs://bucket",
+    ],
+)
+def test_bad_urls(s3_env: None, url: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        S3Store.from_url(url)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_endpoint_url(s3_env: None) -> None:
+    with pytest.raises(ConfigError):
+        S3Store.from_url("s3://bucket", endpoint_url="localhost:9000")
+
+
+@pytest.mark.parametrize(
+    ("url", "prefix"),
+    [
+        ("s3://abc", ""),
+        ("s3://abc/", ""),
+        ("s3://abc/data", "data/"),
+        ("s3://abc/data/", "data/"),
+        ("s3://a.b-c/x/y", "x/y/"),
+        ("s3://" + "x" * 63 + "/p", "p/"),
+    ],
+)
+def test_prefix_is_normalized(s3_env: None, url: str, prefix: str) -> None:
+    s = S3Store.from_url(url, endpoint_url="http://127.0.0.1:1")
+    assert s.prefix == prefix
+    s.close()
+
+
+# -- listing ---------------------------------------------------------------------
+
+
+def test_list_pages_in_key_order(client: Any, bucket: str, store: S3Store) -> None:
+    names = ["k0", "k1", "k2/x", "k3", "k4"]
+    for k in names:
+        put(client, bucket, k, k.encode())
+    calls = count_calls(store, "ListObjectsV2")
+    listed = list(store.list(page_size=2))
+    assert [o.key for o in listed] == names
+    assert len(calls) == 3  # 2 + 2 + 1
+    assert [o.size for o in listed] == [2, 2, 4, 2, 2]
+    assert listed[0].etag == hashlib.md5(b"k0").hexdigest()
+
+
+def test_list_is_lazy(client: Any, bucket: str, store: S3Store) -> None:
+    for i in range(5):
+        put(client, bucket, f"k{i}", b"x")
+    calls = count_calls(store, "ListObjectsV2")
+    it = store.list(page_size=2)
+    assert [next(it).key, next(it).key] == ["k0", "k1"]
+    assert len(calls) == 1
+
+
+def test_seaweedfs_lists_a_directory_at_its_name(client: Any, bucket: str, store: S3Store) -> None:
+    """A SeaweedFS quirk (4.48): it walks its directory tree, so 'a/b' comes
+    before 'a-b' and 'a.txt', where AWS S3 would list them after. Consumers
+    must not assume a strictly sorted listing from every S3 service."""
+    for k in ["a/b", "a-b", "a.txt", "a0"]:
+        put(client, bucket, k, b"x")
+    listed = [o.key for o in store.list()]
+    assert sorted(listed) == ["a-b", "a.txt", "a/b", "a0"]
+    assert listed == ["a/b", "a-b", "a.txt", "a0"]
+
+
+def test_prefix_store_and_list_prefix(client: Any, bucket: str, seaweed: SeaweedServer) -> None:
+    for k in ["data/x", "data/sub/z", "data2/y", "other", "data/dir/"]:
+        put(client, bucket, k, b"" if k.endswith("/") else b"abc")
+    s = S3Store.from_url(f"s3://{bucket}/data", endpoint_url=seaweed.endpoint_url)
+    listed = list(s.list())
+    assert sorted(o.key for o in listed) == ["dir/", "sub/z", "x"]
+    marker = next(o for o in listed if o.key == "dir/")
+    assert marker.size == 0
+    assert [o.key for o in s.list("sub/")] == ["sub/z"]
+    assert [o.key for o in s.list("x")] == ["x"]
+    assert list(s.list("nope")) == []
+    info = s.head("sub/z")
+    assert info.key == "sub/z"
+    assert s.read_range(info.version, 1, 10) == b"bc"
+    s.close()
+
+
+def test_missing_bucket_is_not_found(s3_env: None, seaweed: SeaweedServer) -> None:
+    s = S3Store.from_url("s3://no-such-bucket-here", endpoint_url=seaweed.endpoint_url)
+    with pytest.raises(ObjectNotFound):
+        list(s.list())
+    s.close()
+
+
+# -- head and read_range ---------------------------------------------------------
+
+
+def test_head(client: Any, bucket: str, store: S3Store) -> None:
+    put(client, bucket, "d/f", b"hello")
+    info = store.head("d/f")
+    assert (info.key, info.size, info.etag) == ("d/f", 5, hashlib.md5(b"hello").hexdigest())
+    raw = client.head_object(Bucket=bucket, Key="d/f")
+    assert info.mtime_ns == int(raw["LastModified"].timestamp()) * 10**9
+    assert [o for o in store.list() if o.key == "d/f"] == [info]
+
+
+def test_head_missing(store: S3Store) -> None:
+    with pytest.raises(ObjectNotFound):
+        store.head("nope")
+
+
+def test_ranged_reads_at_the_edges(client: Any, bucket: str, store: S3Store) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    put(client, bucket, "big", data)
+    v = store.head("big").version
+    size = len(data)
+    assert store.read_range(v, 0, 1) == data[:1]
+    assert store.read_range(v, 0, size) == data
+    assert store.read_range(v, size - 1, 1) == data[-1:]
+    assert store.read_range(v, size - 1, 100) == data[-1:]
+    assert store.read_range(v, 1000, size) == data[1000:]
+    assert store.read_range(v, 12345, 4096) == data[12345 : 12345 + 4096]
+    assert store.read_range(v, size, 10) == b""
+    assert store.read_range(v, size + 10, 10) == b""
+    assert store.read_range(v, 5, 0) == b""
+    with pytest.raises(ValueError):
+        store.read_range(v, -1, 10)
+
+
+def test_overwrite_between_head_and_read(client: Any, bucket: str, store: S3Store) -> None:
+    put(client, bucket, "f", b"aaaa")
+    v = store.head("f").version
+    put(client, bucket, "f", b"bbbb")  # same size: only the etag tells
+    with pytest.raises(ObjectChanged):
+        store.read_range(v, 0, 4)
+    assert store.read_range(store.head("f").version, 0, 4) == b"bbbb"
+
+
+def test_deleted_between_head_and_read(client: Any, bucket: str, store: S3Store) -> None:
+    put(client, bucket, "f", b"data")
+    v = store.head("f").version
+    client.delete_object(Bucket=bucket, Key="f")
+    with pytest.raises(ObjectNotFound):
+        store.read_range(v, 0, 4)
+    with pytest.raises(ObjectNotFound):
+        store.head("f")
+
+
+# -- an unreachable endpoint -----------------------------------------------------
+
+
+@pytest.fixture
+def dead_store(s3_env: None) -> Iterator[S3Store]:
+    """A bound but never listening loopback port: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        s = S3Store.from_url(
+            "s3://some-bucket/p",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            connect_timeout=1,
+            read_timeout=1,
+            max_attempts=1,
+        )
+        yield s
+        s.close()
+
+
+@pytest.mark.parametrize("op", ["list", "head", "read_range"])
+def test_unreachable_endpoint_is_a_bucket_error(dead_store: S3Store, op: str) -> None:
+    with pytest.raises(BucketError) as e:
+        if op == "list":
+            list(dead_store.list())
+        elif op == "head":
+            dead_store.head("k")
+        else:
+            dead_store.read_range(ObjectVersion("k", "etag", 10), 0, 1)
+    assert type(e.value) is BucketError  # not a botocore error, not "not found"
+    msg = str(e.value)
+    assert "s3://some-bucket/p/k" in msg or op == "list"
+    assert "some-bucket" in msg
+    assert f"{dead_store.endpoint_url}" in msg
+    assert "\n" not in msg
