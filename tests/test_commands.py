@@ -1,0 +1,195 @@
+"""The commands as a user runs them: ``dcfs up`` (with its teardown),
+``dcfs mount`` in the background, ``dcfs status`` and ``dcfs bench``."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from clusters import running_cluster
+
+from dcfs.launcher import unmount
+from dcfs.sample import SampleSpec, make_sample
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_until(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_up_serves_the_sample_and_sigterm_leaves_nothing_behind(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    state = tmp_path / "state"
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dcfs",
+            "up",
+            str(mnt),
+            "--nodes",
+            "2",
+            "--sample-size",
+            "6MiB",
+            "--state-dir",
+            str(state),
+        ],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    children: set[int] = set()
+    try:
+        assert _wait_until(lambda: os.path.ismount(mnt) or up.poll() is not None, 90)
+        assert os.path.ismount(mnt), (tmp_path / "up.log").read_text()
+        model = mnt / "models" / "llm-7b" / "model-00001-of-00002.safetensors"
+        source = state / "sample" / "models" / "llm-7b" / model.name
+        assert (
+            hashlib.sha256(model.read_bytes()).digest()
+            == hashlib.sha256(source.read_bytes()).digest()
+        )
+        assert len(list((mnt / "datasets" / "train").rglob("*.bin"))) == SampleSpec().small_files
+        children = _descendants(up.pid)
+        assert len(children) == 4  # metadata, two cache nodes, the mount
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+        assert not os.path.ismount(mnt)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        unmount(mnt)
+        log.close()
+
+
+def test_up_bench_reports_every_job(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dcfs",
+            "up",
+            str(mnt),
+            "--nodes",
+            "1",
+            "--sample-size",
+            "20MiB",
+            "--bench",
+            "--bench-json",
+            str(tmp_path / "report.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    unmount(mnt)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "seq-read-1m cold" in result.stdout
+    jobs = json.loads((tmp_path / "report.json").read_text())["jobs"]
+    assert {j["name"] for j in jobs} >= {
+        "seq-read-1m cold",
+        "rand-read-4k warm",
+        "small-files cold",
+    }
+    assert all(j["mib_s"] > 0 and j["ops"] > 0 for j in jobs)
+    assert not os.path.ismount(mnt)
+
+
+def test_background_mount_status_and_unmount(tmp_path: Path) -> None:
+    bucket = make_sample(
+        tmp_path / "bucket",
+        SampleSpec(large_files=1, large_size=3 << 20, small_files=5, small_size=1000),
+    )
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with running_cluster(tmp_path / "state", f"file://{bucket}", nodes=1) as cluster:
+        try:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "dcfs",
+                    "mount",
+                    cluster.metadata_address,
+                    str(mnt),
+                    "--cache-dir",
+                    str(tmp_path / "client"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+            assert result.returncode == 0, result.stderr
+            assert "mounted on" in result.stdout
+            assert os.path.ismount(mnt)  # ready when the command returns
+            assert (mnt / "README.txt").read_bytes() == (bucket / "README.txt").read_bytes()
+            model = "models/llm-7b/model-00001-of-00001.safetensors"
+            assert (mnt / model).read_bytes() == (bucket / model).read_bytes()
+
+            status = subprocess.run(
+                [sys.executable, "-m", "dcfs", "status", cluster.metadata_address],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert status.returncode == 0, status.stderr
+            assert "cache nodes 1" in status.stdout
+            assert (
+                "memory" in status.stdout and "bucket  4 fetches" in status.stdout
+            )  # 3 + 1 blocks
+
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+            assert not os.path.ismount(mnt)
+            log = (tmp_path / "client" / "mount.log").read_text()
+            assert "client fetches" in log  # the daemon shut down cleanly
+        finally:
+            unmount(mnt)
