@@ -58,7 +58,8 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     cache = BlockCache(MemoryTier(config.memory), disk)
     router = PeerRouter(metadata, store, peer_timeout_s=config.peer_timeout_s)
     reader = BlockReader(cache, router, info.block_size, config.prefetch)
-    ops = Operations(NamespaceClient(metadata), reader, attr_timeout_s=config.attr_timeout_s)
+    namespace = NamespaceClient(metadata, config.attr_timeout_s)
+    ops = Operations(namespace, reader, attr_timeout_s=config.attr_timeout_s)
     router.start()
 
     options = set(pyfuse3.default_options)

@@ -99,7 +99,7 @@ class Operations(pyfuse3.Operations):
         return entry
 
     async def _getattr_or_enoent(self, inode: int) -> dcfs_pb2.Attr:
-        attr = await self._run(self._ns.getattr, inode)
+        attr = self._ns.attrs.get(inode) or await self._run(self._ns.getattr, inode)
         if attr is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return attr
@@ -168,6 +168,9 @@ class Operations(pyfuse3.Operations):
     # memoryview of the cached block saves a copy per request.
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
         handle = self._files[fh]
+        cached = self._reader.read_from_memory(handle.version, off, size, handle.window)
+        if cached is not None:
+            return cached
         return await self._run(self._reader.read, handle.version, off, size, handle.window)
 
     async def release(self, fh: int) -> None:

@@ -50,6 +50,27 @@ class BlockReader:
             return self._slice(refs[0], offset, size)
         return b"".join(self._slice(ref, offset, size) for ref in refs)
 
+    def read_from_memory(
+        self, version: ObjectVersion, offset: int, size: int, window: PrefetchWindow | None
+    ) -> memoryview | None:
+        """The read if its one block is in the memory tier, else None.
+
+        Never blocks, so the FUSE handler calls it on the trio thread and
+        skips the hop to a worker thread for the common warm read.
+        """
+        refs = blocks_for_range(version, offset, size, self.block_size)
+        if len(refs) != 1:
+            return None
+        data = self.cache.memory.get(refs[0], count_miss=False)
+        if data is None:
+            return None
+        if window is not None:
+            self._prefetch(
+                version, window.advise(offset, size, self.block_size, self._count(version))
+            )
+        start = offset - refs[0].offset
+        return memoryview(data)[start : start + size]
+
     def block(self, ref: BlockRef) -> bytes:
         data, _ = self.cache.get(ref, self.router.fetch)
         return data

@@ -63,12 +63,14 @@ class MemoryTier:
     def used_bytes(self) -> int:
         return self._used
 
-    def get(self, ref: BlockRef) -> bytes | None:
+    def get(self, ref: BlockRef, count_miss: bool = True) -> bytes | None:
+        """The block, counted as a hit; ``count_miss=False`` for a fast-path
+        probe whose miss the caller's slow path will count."""
         key = ref.block_id
         with self._lock:
             data = self._blocks.get(key)
             if data is None:
-                self._misses += 1
+                self._misses += count_miss
                 return None
             self._policy.touch(key)
             self._hits += 1
