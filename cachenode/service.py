@@ -28,6 +28,17 @@ class CacheNodeServicer(dcfs_pb2_grpc.CacheNodeServicer):
             rpcerrors.abort(context, exc)
         return dcfs_pb2.ReadBlockReply(data=data, crc32=wire.checksum(data), source=source)
 
+    def WarmBlock(
+        self, request: dcfs_pb2.WarmBlockRequest, context: grpc.ServicerContext
+    ) -> dcfs_pb2.WarmBlockReply:
+        try:
+            ref = wire.block_from_proto(request.block, self.blocks.block_size)
+            source = self.blocks.warm_block(ref)
+        except DcfsError as exc:
+            log.debug("WarmBlock failed: %s", exc)
+            rpcerrors.abort(context, exc)
+        return dcfs_pb2.WarmBlockReply(source=source, bytes=ref.length)
+
     def Stats(
         self, request: dcfs_pb2.StatsRequest, context: grpc.ServicerContext
     ) -> dcfs_pb2.StatsReply:

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from metadata.service import MetadataServer
-
 from cachenode.server import CacheNodeConfig, CacheNodeServer
 from dcfs.blocks import DEFAULT_BLOCK_SIZE
 from dcfs.cli.common import (
@@ -24,6 +22,7 @@ from dcfs.errors import ConfigError, DcfsError
 from dcfs.objstore import open_store
 from dcfs.wire import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
 from fsclient.mount import MountConfig, check_mountpoint, run_mount
+from metadata.service import MetadataServer
 
 log = logging.getLogger("dcfs")
 
@@ -108,6 +107,13 @@ def register(commands: Subparsers) -> None:
         help="deadline of a block request to a cache node before the next source",
     )
     p.add_argument(
+        "--hedge-after",
+        type=seconds_arg,
+        default=1.0,
+        help="seconds a cache node may stay silent before the next owner is asked too "
+        "(a stopped node then costs this pause, once)",
+    )
+    p.add_argument(
         "--read-ahead",
         type=size_arg,
         default="4MiB",
@@ -182,6 +188,7 @@ def run_mount_command(args: argparse.Namespace) -> int:
         prefetch=args.prefetch,
         attr_timeout_s=args.attr_timeout,
         peer_timeout_s=args.peer_timeout,
+        hedge_after_s=args.hedge_after,
         read_ahead_kb=args.read_ahead // 1024,
         allow_other=args.allow_other,
     )
