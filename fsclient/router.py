@@ -10,7 +10,7 @@ import grpc
 from dcfs import rpc, rpcerrors, wire
 from dcfs.blocks import BlockRef
 from dcfs.cluster import describe_rpc_error
-from dcfs.errors import ObjectChanged, ObjectNotFound, PeerError
+from dcfs.errors import CorruptBlock, ObjectChanged, ObjectNotFound, PeerError
 from dcfs.objstore import ObjectStore
 from dcfs.ring import Node, Ring
 from protos import dcfs_pb2, dcfs_pb2_grpc
@@ -44,7 +44,7 @@ class PeerRouter:
         self._lock = threading.Lock()
         self._ring = Ring([])
         self._epoch = -1
-        self._stubs: dict[str, dcfs_pb2_grpc.CacheNodeStub] = {}
+        self._calls: dict[str, grpc.UnaryUnaryMultiCallable] = {}  # type: ignore[type-arg]
         self._down_until: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="members", daemon=True)
@@ -107,22 +107,26 @@ class PeerRouter:
     def _read_from(self, node: Node, ref: BlockRef) -> bytes:
         request = dcfs_pb2.ReadBlockRequest(block=wire.block_to_proto(ref))
         try:
-            reply = self._stub(node).ReadBlock(request, timeout=self._peer_timeout_s)
+            message = self._read_block_call(node)(request, timeout=self._peer_timeout_s)
         except grpc.RpcError as exc:
             raise rpcerrors.from_rpc_error(exc, node.address) from None
         try:
-            return wire.verify_block(ref, reply.data, reply.crc32)
-        except Exception as exc:
+            data, crc32, _source = wire.decode_block_reply(message)
+            return wire.verify_block(ref, data, crc32)
+        except CorruptBlock as exc:
             raise PeerError(f"{node.address}: {exc}") from None
 
-    def _stub(self, node: Node) -> dcfs_pb2_grpc.CacheNodeStub:
+    def _read_block_call(self, node: Node) -> grpc.UnaryUnaryMultiCallable:  # type: ignore[type-arg]
+        """ReadBlock returning the raw reply, decoded by :mod:`dcfs.wire`."""
         with self._lock:
-            stub = self._stubs.get(node.address)
-            if stub is None:
-                stub = self._stubs[node.address] = dcfs_pb2_grpc.CacheNodeStub(
-                    rpc.channel(node.address)
+            call = self._calls.get(node.address)
+            if call is None:
+                call = self._calls[node.address] = rpc.channel(node.address).unary_unary(
+                    "/dcfs.CacheNode/ReadBlock",
+                    request_serializer=dcfs_pb2.ReadBlockRequest.SerializeToString,
+                    response_deserializer=None,
                 )
-            return stub
+            return call
 
     def _mark_down(self, node: Node, exc: Exception) -> None:
         if self._down_until.get(node.node_id, 0) <= time.monotonic():
