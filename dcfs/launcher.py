@@ -137,6 +137,8 @@ class LocalCluster:
     def start_mount(
         self, mountpoint: Path, *extra: str, name: str = "mount", timeout_s: float = 30
     ) -> Child:
+        if os.path.ismount(mountpoint):
+            raise LaunchError(f"{mountpoint} is already a mount point")
         args = ["mount", self.metadata_address, str(mountpoint), "--foreground"]
         args += ["--cache-dir", str(self.state_dir / name)]
         child = self._spawn(name, [*args, *extra], mountpoint=mountpoint)

@@ -25,7 +25,7 @@ import grpc
 from dcfs import rpc, rpcerrors, wire
 from dcfs.blocks import BlockRef
 from dcfs.cluster import describe_rpc_error
-from dcfs.errors import PeerError
+from dcfs.errors import CorruptBlock, PeerError
 from dcfs.objstore import ObjectStore
 from dcfs.ring import Node, Ring
 from protos import dcfs_pb2, dcfs_pb2_grpc
@@ -34,7 +34,7 @@ log = logging.getLogger("dcfs.client")
 T = TypeVar("T")
 
 # Starts one RPC on a node; parses its finished future (raises DcfsError).
-Start = Callable[[dcfs_pb2_grpc.CacheNodeStub], "grpc.Future[Any]"]
+Start = Callable[["NodeClient"], "grpc.Future[Any]"]
 Parse = Callable[[Node, "grpc.Future[Any]"], T]
 
 
@@ -58,7 +58,7 @@ class Peers:
         self._lock = threading.Lock()
         self._ring = Ring([])
         self._epoch = -1
-        self._stubs: dict[str, dcfs_pb2_grpc.CacheNodeStub] = {}
+        self._clients: dict[str, NodeClient] = {}
         self._down_until: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="members", daemon=True)
@@ -103,7 +103,7 @@ class Peers:
         request = dcfs_pb2.WarmBlockRequest(block=wire.block_to_proto(ref))
         source = self._ask_owners(
             ref,
-            lambda stub: stub.WarmBlock.future(request, timeout=timeout_s),
+            lambda node: node.stub.WarmBlock.future(request, timeout=timeout_s),
             lambda node, future: str(_result(node, future).source),
             None,
         )
@@ -129,7 +129,7 @@ class Peers:
 
         def launch() -> None:
             rank = len(pending) + len(failed)
-            future = start(self._stub(candidates[rank]))
+            future = start(self._client(candidates[rank]))
             pending[rank] = future
             future.add_done_callback(lambda f: done.put((rank, f)))
 
@@ -165,14 +165,12 @@ class Peers:
             for future in pending.values():
                 future.cancel()
 
-    def _stub(self, node: Node) -> dcfs_pb2_grpc.CacheNodeStub:
+    def _client(self, node: Node) -> "NodeClient":
         with self._lock:
-            stub = self._stubs.get(node.address)
-            if stub is None:
-                stub = self._stubs[node.address] = dcfs_pb2_grpc.CacheNodeStub(
-                    rpc.channel(node.address)
-                )
-            return stub
+            client = self._clients.get(node.address)
+            if client is None:
+                client = self._clients[node.address] = NodeClient(rpc.channel(node.address))
+            return client
 
     def _is_down(self, node: Node) -> bool:
         with self._lock:
@@ -220,7 +218,7 @@ class PeerRouter(Peers):
         request = dcfs_pb2.ReadBlockRequest(block=wire.block_to_proto(ref))
         data = self._ask_owners(
             ref,
-            lambda stub: stub.ReadBlock.future(request, timeout=self._peer_timeout_s),
+            lambda node: node.read_block.future(request, timeout=self._peer_timeout_s),
             lambda node, future: _verified(node, ref, future),
             self._hedge_after_s,
         )
@@ -234,6 +232,19 @@ class PeerRouter(Peers):
         return data
 
 
+class NodeClient:
+    """The calls to one cache node. ReadBlock returns the raw reply, which
+    :func:`dcfs.wire.decode_block_reply` slices without copying the block."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = dcfs_pb2_grpc.CacheNodeStub(channel)
+        self.read_block: grpc.UnaryUnaryMultiCallable = channel.unary_unary(  # type: ignore[type-arg]
+            "/dcfs.CacheNode/ReadBlock",
+            request_serializer=dcfs_pb2.ReadBlockRequest.SerializeToString,
+            response_deserializer=None,
+        )
+
+
 def _result(node: Node, future: "grpc.Future[Any]") -> Any:
     """The reply of a finished call, or the domain error its status means."""
     try:
@@ -243,8 +254,9 @@ def _result(node: Node, future: "grpc.Future[Any]") -> Any:
 
 
 def _verified(node: Node, ref: BlockRef, future: "grpc.Future[Any]") -> bytes:
-    reply = _result(node, future)
+    message = _result(node, future)
     try:
-        return wire.verify_block(ref, reply.data, reply.crc32)
-    except Exception as exc:
+        data, crc32, _source = wire.decode_block_reply(message)
+        return wire.verify_block(ref, data, crc32)
+    except CorruptBlock as exc:
         raise PeerError(f"{node.address}: {exc}") from None

@@ -194,3 +194,20 @@ def test_prefetch_window_grows_on_sequential_reads_and_resets_on_jumps() -> None
     assert len(w.advise(50 * MiB, MiB, MiB, 100)) == 0
     assert len(w.advise(51 * MiB, MiB, MiB, 100)) == 1
     assert list(w.advise(52 * MiB, MiB, MiB, 54)) == [53]  # clipped at the last block
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300_000])
+def test_block_reply_encoding_matches_protobuf(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    encoded = wire.encode_block_reply(data, "memory")
+    parsed = dcfs_pb2.ReadBlockReply.FromString(encoded)
+    assert (parsed.data, parsed.crc32, parsed.source) == (data, wire.checksum(data), "memory")
+    generated = dcfs_pb2.ReadBlockReply(data=data, crc32=12345, source="disk").SerializeToString()
+    got, crc, source = wire.decode_block_reply(generated)
+    assert (bytes(got), crc, source) == (data, 12345, "disk")
+
+
+@pytest.mark.parametrize("message", [b"\x0a\x05abc", b"\x0a", b"\x10\xff", b"\x0f"])
+def test_malformed_block_replies_are_corrupt_blocks(message: bytes) -> None:
+    with pytest.raises(CorruptBlock):
+        wire.decode_block_reply(message)
