@@ -19,15 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from clusters import mounted, running_cluster
+from clusters import blocks_of, members, mounted, node_stats, running_cluster
 
-from dcfs import rpc
-from dcfs.blocks import BlockRef, ObjectVersion, block_count
+from dcfs.blocks import BlockRef
 from dcfs.launcher import LocalCluster
-from dcfs.ring import Node, Ring, assign, moved_fraction
-from fsclient.namespace import NamespaceClient
-from fsclient.warmup import resolve
-from protos import dcfs_pb2, dcfs_pb2_grpc
+from dcfs.ring import Ring, assign, moved_fraction
 
 BLOCK = 1024 * 1024
 BIG = "big.bin"  # 40 blocks
@@ -73,22 +69,12 @@ def _read_in_chunks(path: Path, on_chunk: Callable[[int], None] = lambda i: None
     return b"".join(parts)
 
 
-def _members(cluster: LocalCluster) -> list[Node]:
-    stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(cluster.metadata_address))
-    reply = stub.Members(dcfs_pb2.MembersRequest(), timeout=5)
-    return [Node(n.node_id, n.address, n.capacity) for n in reply.nodes]
-
-
 def _blocks(cluster: LocalCluster, name: str) -> list[BlockRef]:
-    stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(cluster.metadata_address))
-    attr = resolve(NamespaceClient(stub, attr_ttl_s=1), name)
-    version = ObjectVersion(attr.key, attr.etag, attr.size)
-    return [BlockRef(version, i, BLOCK) for i in range(block_count(attr.size, BLOCK))]
+    return blocks_of(cluster, name, BLOCK)
 
 
 def _bucket_fetches(address: str) -> int:
-    stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(address))
-    return int(stub.Stats(dcfs_pb2.StatsRequest(), timeout=5).bucket_fetches)
+    return int(node_stats(address).bucket_fetches)
 
 
 def _client_bucket_fetches(cluster: LocalCluster, name: str) -> int:
@@ -110,7 +96,7 @@ def _members_seen(cluster: LocalCluster, name: str) -> list[str]:
 
 def _busiest_owner(cluster: LocalCluster, refs: list[BlockRef]) -> str:
     """The address of the node owning most of ``refs``."""
-    ring = Ring(_members(cluster))
+    ring = Ring(members(cluster))
     counts = Counter(ring.owner(r.block_id).address for r in refs)  # type: ignore[union-attr]
     return counts.most_common(1)[0][0]
 
@@ -150,7 +136,7 @@ def test_two_mounts_fetch_each_cold_block_from_the_bucket_once(
 ) -> None:
     names = [BIG, *SMALL]
     refs = [r for name in names for r in _blocks(cluster, name)]
-    ring = Ring(_members(cluster))
+    ring = Ring(members(cluster))
     with (
         mounted(cluster, tmp_path / "a", *NO_HEDGE, name="mount-a") as a,
         mounted(cluster, tmp_path / "b", *NO_HEDGE, name="mount-b") as b,
@@ -180,7 +166,7 @@ def test_kill_9_during_a_read_then_the_node_leaves_and_rejoins(
     victim = _busiest_owner(cluster, refs[16:])
     child = cluster.node(victim)
     index = int(child.name.removeprefix("cachenode"))
-    node_id = next(n.node_id for n in _members(cluster) if n.address == victim)
+    node_id = next(n.node_id for n in members(cluster) if n.address == victim)
 
     def kill_at_chunk(i: int) -> None:
         if i == 10:
@@ -207,7 +193,7 @@ def test_kill_9_during_a_read_then_the_node_leaves_and_rejoins(
 def test_a_fourth_node_joins_while_reading(
     cluster: LocalCluster, bucket: Path, tmp_path: Path
 ) -> None:
-    three = Ring(_members(cluster))
+    three = Ring(members(cluster))
     joined: list[str] = []
 
     def join_at_chunk(i: int) -> None:
@@ -217,7 +203,7 @@ def test_a_fourth_node_joins_while_reading(
 
     with mounted(cluster, tmp_path / "a", *NO_HEDGE, "--prefetch", "4MiB", name="mount-a") as a:
         assert _read_in_chunks(a / BIG, join_at_chunk) == (bucket / BIG).read_bytes()
-    four = Ring(_members(cluster))
+    four = Ring(members(cluster))
     assert len(four) == 4 and joined
     # Still one fetch per block: before the change by the old owner, after it by the new.
     assert sum(_bucket_fetches(n.address) for n in four.nodes) == len(_blocks(cluster, BIG))
