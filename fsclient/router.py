@@ -6,7 +6,8 @@ Two kinds of dead node cost only a short pause:
   once, and the next owner is asked right away;
 - one that accepts and never answers (stopped, swapping, wedged) is caught
   by hedging: after ``hedge_after_s`` without an answer the next owner is
-  asked too, the first good answer wins, and the slow node is skipped.
+  asked too (after the last owner, the bucket), the first good answer wins,
+  and the slow node is skipped.
 
 Either way the node is then skipped for ``down_s``, so it costs one pause,
 not one per block; the metadata service drops it from the member list once
@@ -75,7 +76,10 @@ class Peers:
     def stop(self) -> None:
         self._stop.set()
         if self.hedged_requests:
-            log.info("%d block requests were hedged to the next owner", self.hedged_requests)
+            log.info(
+                "%d block requests were hedged to the next owner or the bucket",
+                self.hedged_requests,
+            )
 
     def refresh(self) -> None:
         """Reload the member list; keep the old one if the service is away."""
@@ -116,35 +120,38 @@ class Peers:
     ) -> T | None:
         """The first good answer of the block's live owners, in ring order.
 
-        The next owner is asked when the previous one fails, or (with
-        ``hedge_after_s``) stays silent that long. A node that failed, or was
-        outrun by a node after it, is marked down. None when no owner
-        answered: the caller decides what comes next.
+        The next owner is asked when the previous one fails or (with
+        ``hedge_after_s``) stays silent that long; once the last one has been
+        silent that long too, None: the caller goes to the bucket, so a read
+        waits at most one ``hedge_after_s`` per owner, whatever is marked
+        down. A node that failed, or was outrun by a node after it, is marked
+        down. Without ``hedge_after_s`` each node gets its whole deadline.
         """
         candidates = [
             n for n in self._ring.owners(ref.block_id, self._owners_to_try) if not self._is_down(n)
         ]
         done: queue.Queue[tuple[int, grpc.Future[Any]]] = queue.Queue()
         pending: dict[int, grpc.Future[Any]] = {}  # by rank in ``candidates``
+        launched = 0
 
         def launch() -> None:
-            rank = len(pending) + len(failed)
+            nonlocal launched
+            rank, launched = launched, launched + 1
             future = start(self._client(candidates[rank]))
             pending[rank] = future
             future.add_done_callback(lambda f: done.put((rank, f)))
 
-        failed: list[int] = []
         try:
             if candidates:
                 launch()
             while pending:
-                more = len(pending) + len(failed) < len(candidates)
-                hedge = hedge_after_s is not None and more
                 try:
-                    rank, future = done.get(timeout=hedge_after_s if hedge else None)
+                    rank, future = done.get(timeout=hedge_after_s)
                 except queue.Empty:
                     with self._lock:
                         self.hedged_requests += 1
+                    if launched == len(candidates):
+                        return None  # all silent: the bucket is next
                     launch()
                     continue
                 del pending[rank]
@@ -152,9 +159,8 @@ class Peers:
                 try:
                     answer = parse(node, future)
                 except PeerError as exc:
-                    failed.append(rank)
                     self._mark_down(node, str(exc))
-                    if more:
+                    if launched < len(candidates):
                         launch()
                     continue
                 for slow in [r for r in pending if r < rank]:
