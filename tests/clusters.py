@@ -6,7 +6,8 @@ even when a test fails; the daemons' logs are printed on failure.
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +95,13 @@ def node_stats(address: str) -> dcfs_pb2.StatsReply:
     stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(address))
     reply: dcfs_pb2.StatsReply = stub.Stats(dcfs_pb2.StatsRequest(), timeout=5)
     return reply
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``predicate`` every 0.1 s for at most ``timeout_s``: its last answer."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()

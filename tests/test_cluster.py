@@ -13,16 +13,15 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from clusters import blocks_of, members, mounted, node_stats, running_cluster
+from clusters import blocks_of, members, mounted, node_stats, running_cluster, wait_until
 
 from dcfs.blocks import BlockRef
-from dcfs.launcher import LocalCluster
+from dcfs.launcher import Child, LocalCluster
 from dcfs.ring import Ring, assign, moved_fraction
 
 BLOCK = 1024 * 1024
@@ -94,20 +93,26 @@ def _members_seen(cluster: LocalCluster, name: str) -> list[str]:
     return found[-1].split(", ") if found else []
 
 
-def _busiest_owner(cluster: LocalCluster, refs: list[BlockRef]) -> str:
-    """The address of the node owning most of ``refs``."""
+def _victim(cluster: LocalCluster) -> tuple[str, Child]:
+    """The node owning most of the second half of BIG: its address and process."""
     ring = Ring(members(cluster))
-    counts = Counter(ring.owner(r.block_id).address for r in refs)  # type: ignore[union-attr]
-    return counts.most_common(1)[0][0]
+    counts = Counter(
+        ring.owner(r.block_id).address  # type: ignore[union-attr]
+        for r in _blocks(cluster, BIG)[16:]
+    )
+    address = counts.most_common(1)[0][0]
+    return address, cluster.node(address)
 
 
-def _wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+def _fetched_by_owner(
+    ring: Ring, refs: list[BlockRef], before: dict[str, int] | None = None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Each node's bucket fetches (since ``before``) and its share of ``refs``."""
+    owned = Counter(ring.owner(r.block_id).address for r in refs)  # type: ignore[union-attr]
+    fetched = {
+        n.address: _bucket_fetches(n.address) - (before or {}).get(n.address, 0) for n in ring.nodes
+    }
+    return fetched, {n.address: owned[n.address] for n in ring.nodes}
 
 
 def _status(cluster: LocalCluster) -> str:
@@ -151,10 +156,9 @@ def test_two_mounts_fetch_each_cold_block_from_the_bucket_once(
     want = {n: _sha((bucket / n).read_bytes()) for n in names}
     assert got_a == want and got_b == want
 
-    owned = Counter(ring.owner(r.block_id).address for r in refs)  # type: ignore[union-attr]
-    fetched = {node.address: _bucket_fetches(node.address) for node in ring.nodes}
-    assert fetched == {node.address: owned[node.address] for node in ring.nodes}
-    assert sum(fetched.values()) == len(refs)  # each block once, by its owner
+    fetched, owned = _fetched_by_owner(ring, refs)
+    assert fetched == owned  # each block once, by its owner
+    assert sum(fetched.values()) == len(refs)
     assert _client_bucket_fetches(cluster, "mount-a") == 0
     assert _client_bucket_fetches(cluster, "mount-b") == 0
 
@@ -162,9 +166,7 @@ def test_two_mounts_fetch_each_cold_block_from_the_bucket_once(
 def test_kill_9_during_a_read_then_the_node_leaves_and_rejoins(
     cluster: LocalCluster, bucket: Path, tmp_path: Path
 ) -> None:
-    refs = _blocks(cluster, BIG)
-    victim = _busiest_owner(cluster, refs[16:])
-    child = cluster.node(victim)
+    victim, child = _victim(cluster)
     index = int(child.name.removeprefix("cachenode"))
     node_id = next(n.node_id for n in members(cluster) if n.address == victim)
 
@@ -179,7 +181,7 @@ def test_kill_9_during_a_read_then_the_node_leaves_and_rejoins(
         cluster.stop_child(child)
 
         # Gone from the member list once its heartbeats are overdue.
-        assert _wait_until(lambda: victim not in cluster.member_addresses(), 20)
+        assert wait_until(lambda: victim not in cluster.member_addresses(), 20)
         status = _status(cluster)
         assert "cache nodes 2" in status and victim not in status
 
@@ -199,7 +201,7 @@ def test_a_fourth_node_joins_while_reading(
     def join_at_chunk(i: int) -> None:
         if i == 16:  # mid-read: a node joins and the mount follows, no remount
             joined.append(cluster.start_node(*NODE))
-            assert _wait_until(lambda: joined[0] in _members_seen(cluster, "mount-a"), 10)
+            assert wait_until(lambda: joined[0] in _members_seen(cluster, "mount-a"), 10)
 
     with mounted(cluster, tmp_path / "a", *NO_HEDGE, "--prefetch", "4MiB", name="mount-a") as a:
         assert _read_in_chunks(a / BIG, join_at_chunk) == (bucket / BIG).read_bytes()
@@ -220,18 +222,15 @@ def test_a_fourth_node_joins_while_reading(
     start = {n.address: _bucket_fetches(n.address) for n in four.nodes}
     with mounted(cluster, tmp_path / "b", *NO_HEDGE, name="mount-b") as b:
         assert (b / OTHER).read_bytes() == (bucket / OTHER).read_bytes()
-    owned = Counter(four.owner(r.block_id).address for r in refs)  # type: ignore[union-attr]
-    fetched = {n.address: _bucket_fetches(n.address) - start[n.address] for n in four.nodes}
-    assert fetched == {n.address: owned[n.address] for n in four.nodes}
+    fetched, owned = _fetched_by_owner(four, refs, start)
+    assert fetched == owned
     assert fetched[joined[0]] > 0
 
 
 def test_a_stopped_node_costs_a_deadline_not_the_read(
     cluster: LocalCluster, bucket: Path, tmp_path: Path
 ) -> None:
-    refs = _blocks(cluster, BIG)
-    victim = _busiest_owner(cluster, refs[16:])
-    child = cluster.node(victim)
+    victim, child = _victim(cluster)
 
     def stop_at_chunk(i: int) -> None:
         if i == 10:

@@ -7,10 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from clusters import running_cluster
+from clusters import running_cluster, wait_until
 
 from dcfs.launcher import unmount
 from dcfs.sample import SampleSpec, make_sample
@@ -46,15 +45,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_until(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_up_serves_the_sample_and_sigterm_leaves_nothing_behind(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -81,7 +71,7 @@ def test_up_serves_the_sample_and_sigterm_leaves_nothing_behind(tmp_path: Path) 
     )
     children: set[int] = set()
     try:
-        assert _wait_until(lambda: os.path.ismount(mnt) or up.poll() is not None, 90)
+        assert wait_until(lambda: os.path.ismount(mnt) or up.poll() is not None, 90)
         assert os.path.ismount(mnt), (tmp_path / "up.log").read_text()
         model = mnt / "models" / "llm-7b" / "model-00001-of-00002.safetensors"
         source = state / "sample" / "models" / "llm-7b" / model.name
