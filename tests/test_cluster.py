@@ -128,8 +128,8 @@ def _status(cluster: LocalCluster) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path, bucket: Path) -> Iterator[LocalCluster]:
-    """Three cache nodes; nodes that stop heartbeating are dropped after 1.5 s."""
-    metadata_args = ("--block-size", "1MiB", "--node-timeout", "1.5")
+    """Three cache nodes; nodes that stop heartbeating are dropped after 3 s."""
+    metadata_args = ("--block-size", "1MiB", "--node-timeout", "3")
     with running_cluster(
         tmp_path / "state", f"file://{bucket}", nodes=3, metadata_args=metadata_args
     ) as running:
