@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from clusters import running_cluster, wait_until
 
 from dcfs.launcher import unmount
@@ -97,7 +98,8 @@ def test_up_serves_the_sample_and_sigterm_leaves_nothing_behind(tmp_path: Path) 
         log.close()
 
 
-def test_up_bench_reports_every_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["python", "fio"])
+def test_up_bench_reports_every_job(tmp_path: Path, engine: str) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     result = subprocess.run(
@@ -112,7 +114,9 @@ def test_up_bench_reports_every_job(tmp_path: Path) -> None:
             "--sample-size",
             "20MiB",
             "--bench",
-            "--bench-json",
+            "--engine",
+            engine,
+            "--json",
             str(tmp_path / "report.json"),
         ],
         capture_output=True,
@@ -122,14 +126,21 @@ def test_up_bench_reports_every_job(tmp_path: Path) -> None:
     )
     unmount(mnt)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "seq-read-1m cold" in result.stdout
+    assert "seq-1m cold" in result.stdout
     jobs = json.loads((tmp_path / "report.json").read_text())["jobs"]
     assert {j["name"] for j in jobs} >= {
-        "seq-read-1m cold",
-        "rand-read-4k warm",
+        "seq-1m cold",
+        "seq-1m x4 warm",
+        "rand-4k warm",
+        "rand-128k warm",
         "small-files cold",
+        "small-files warm",
+        "seq-1m re-read",
     }
     assert all(j["mib_s"] > 0 and j["ops"] > 0 for j in jobs)
+    # The sample is a file:// bucket: its directory is the baseline, job by job.
+    assert all(j["baseline"]["mib_s"] > 0 and j["ratio"] > 0 for j in jobs)
+    assert {j["engine"] for j in jobs} == ({"python"} if engine == "python" else {"fio", "python"})
     assert not os.path.ismount(mnt)
 
 
