@@ -134,7 +134,7 @@ def test_file_replaces_vanished_directory_and_back(store: NamespaceStore) -> Non
     assert sorted(tree(store)) == ["a/", "a/y"]
     # The file is hidden (skipped), not deleted: it is still in the bucket.
     assert (report.added, report.deleted, report.skipped, report.objects) == (1, 0, 1, 1)
-    assert report.generation == generation + 1
+    assert report.generation > generation
 
 
 def test_changes_keep_inodes_and_deletions_are_swept(store: NamespaceStore) -> None:
@@ -156,7 +156,7 @@ def test_changes_keep_inodes_and_deletions_are_swept(store: NamespaceStore) -> N
     bucket.put("d/three", etag="e4")
     report = sync_from_bucket(store, bucket)
     assert (report.added, report.changed, report.deleted) == (1, 1, 1)
-    assert report.generation == generation + 1
+    assert report.generation > generation
     after = tree(store)
     assert sorted(after) == ["d/", "d/one", "d/three", "d/two"]
     assert after["d/one"].inode == first["d/one"].inode
