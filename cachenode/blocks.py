@@ -26,6 +26,23 @@ class BlockService:
         data, source = self.cache.get(ref, self._fetch)
         return data, "bucket" if source == "fetch" else source
 
+    def warm_block(self, ref: BlockRef) -> str:
+        """Make sure the block is cached here: where it was found, or "bucket".
+
+        A fetched block is written to the disk tier before this returns (the
+        cache's background writer drops work when busy, and a warm-up runs
+        many blocks at once): a warmed block must still be here afterwards.
+        """
+        disk = self.cache.disk
+        if disk is not None and disk.contains(ref):
+            return "disk"
+        if disk is None and self.cache.memory.contains(ref):
+            return "memory"
+        data, source = self.read_block(ref)
+        if disk is not None:
+            disk.put(ref, data)
+        return source
+
     def _fetch(self, ref: BlockRef) -> bytes:
         data = self.store.read_range(ref.version, ref.offset, ref.length)
         with self._lock:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cachenode.agent import MembershipAgent
 from cachenode.blocks import BlockService
-from cachenode.service import CacheNodeServicer
+from cachenode.service import CacheNodeServicer, add_to_server
 from dcfs import rpc
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
 from dcfs.cluster import fetch_cluster_info
@@ -40,9 +40,7 @@ class CacheNodeServer:
         self.blocks = BlockService(cache, self.store, info.block_size)
         self.node_id = config.node_id or _stable_node_id(config.cache_dir)
         self.server = rpc.make_server()
-        dcfs_pb2_grpc.add_CacheNodeServicer_to_server(
-            CacheNodeServicer(self.node_id, self.blocks), self.server
-        )
+        add_to_server(CacheNodeServicer(self.node_id, self.blocks), self.server)
         rpc.bind(self.server, config.listen)
         node = dcfs_pb2.NodeInfo(
             node_id=self.node_id,

@@ -1,32 +1,45 @@
 """gRPC servicer of the CacheNode service."""
 
 import logging
+from typing import Any
 
 import grpc
 
 from cachenode.blocks import BlockService
 from dcfs import rpcerrors, wire
 from dcfs.errors import DcfsError
-from protos import dcfs_pb2, dcfs_pb2_grpc
+from protos import dcfs_pb2
 
 log = logging.getLogger("dcfs.cachenode")
 
 
-class CacheNodeServicer(dcfs_pb2_grpc.CacheNodeServicer):
+class CacheNodeServicer:
+    """The CacheNode service; registered by :func:`add_to_server`."""
+
     def __init__(self, node_id: str, blocks: BlockService) -> None:
         self.node_id = node_id
         self.blocks = blocks
 
-    def ReadBlock(
-        self, request: dcfs_pb2.ReadBlockRequest, context: grpc.ServicerContext
-    ) -> dcfs_pb2.ReadBlockReply:
+    def ReadBlock(self, request: dcfs_pb2.ReadBlockRequest, context: grpc.ServicerContext) -> bytes:
+        """Returns the serialized ReadBlockReply (see :func:`add_to_server`)."""
         try:
             ref = wire.block_from_proto(request.block, self.blocks.block_size)
             data, source = self.blocks.read_block(ref)
         except DcfsError as exc:
             log.debug("ReadBlock failed: %s", exc)
             rpcerrors.abort(context, exc)
-        return dcfs_pb2.ReadBlockReply(data=data, crc32=wire.checksum(data), source=source)
+        return wire.encode_block_reply(data, source)
+
+    def WarmBlock(
+        self, request: dcfs_pb2.WarmBlockRequest, context: grpc.ServicerContext
+    ) -> dcfs_pb2.WarmBlockReply:
+        try:
+            ref = wire.block_from_proto(request.block, self.blocks.block_size)
+            source = self.blocks.warm_block(ref)
+        except DcfsError as exc:
+            log.debug("WarmBlock failed: %s", exc)
+            rpcerrors.abort(context, exc)
+        return dcfs_pb2.WarmBlockReply(source=source, bytes=ref.length)
 
     def Stats(
         self, request: dcfs_pb2.StatsRequest, context: grpc.ServicerContext
@@ -51,3 +64,28 @@ class CacheNodeServicer(dcfs_pb2_grpc.CacheNodeServicer):
             bucket_fetches=self.blocks.bucket_fetches,
             bucket_bytes=self.blocks.bucket_bytes,
         )
+
+
+def add_to_server(servicer: CacheNodeServicer, server: grpc.Server) -> None:
+    """Like the generated ``add_CacheNodeServicer_to_server``, except that
+    ReadBlock's reply is serialized by :func:`dcfs.wire.encode_block_reply`."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "ReadBlock": grpc.unary_unary_rpc_method_handler(
+            servicer.ReadBlock,
+            request_deserializer=dcfs_pb2.ReadBlockRequest.FromString,
+            response_serializer=None,  # already bytes
+        ),
+        "Stats": grpc.unary_unary_rpc_method_handler(
+            servicer.Stats,
+            request_deserializer=dcfs_pb2.StatsRequest.FromString,
+            response_serializer=dcfs_pb2.StatsReply.SerializeToString,
+        ),
+        "WarmBlock": grpc.unary_unary_rpc_method_handler(
+            servicer.WarmBlock,
+            request_deserializer=dcfs_pb2.WarmBlockRequest.FromString,
+            response_serializer=dcfs_pb2.WarmBlockReply.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("dcfs.CacheNode", handlers),)
+    )

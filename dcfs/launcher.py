@@ -7,6 +7,7 @@ then SIGKILL. A mount is always taken down (``fusermount3 -u``, then
 """
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -37,6 +38,7 @@ class Child:
     process: subprocess.Popen[bytes]
     log_path: Path | None
     mountpoint: Path | None = None
+    address: str = ""  # a cache node's
 
     def log_tail(self, lines: int = 15) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -136,19 +138,42 @@ class LocalCluster:
         stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(self.metadata_address))
         self._wait(child, lambda: _answers(stub), timeout_s, "serving")
 
-    def start_node(self, memory: str, disk: str, *extra: str, timeout_s: float = 30) -> str:
-        index = sum(1 for c in self.children if c.name.startswith("cachenode"))
-        address = f"{self.host}:{rpc.free_port(self.host)}"
+    def start_node(
+        self,
+        memory: str,
+        disk: str,
+        *extra: str,
+        index: int | None = None,
+        address: str = "",
+        timeout_s: float = 30,
+    ) -> str:
+        """Start cache node ``index`` (default: a new one); its cache dir, and
+        so its node id, belong to the index: ``index`` and ``address`` of a
+        stopped node start it again as the same node."""
+        if index is None:  # the lowest index not running
+            running = {c.name for c in self.children}
+            index = next(i for i in itertools.count() if f"cachenode{i}" not in running)
+        address = address or f"{self.host}:{rpc.free_port(self.host)}"
         args = ["cachenode", "--metadata", self.metadata_address, "--listen", address]
         args += ["--cache-dir", str(self.state_dir / f"node{index}"), "--memory", memory]
         args += ["--disk", disk]
         child = self._spawn(f"cachenode{index}", [*args, *extra])
+        child.address = address
         self._wait(child, lambda: address in self.member_addresses(), timeout_s, "joining")
         return address
+
+    def node(self, address: str) -> Child:
+        """The running cache node serving ``address``."""
+        for child in self.children:
+            if child.address == address:
+                return child
+        raise LookupError(f"no cache node of ours at {address}")
 
     def start_mount(
         self, mountpoint: Path, *extra: str, name: str = "mount", timeout_s: float = 30
     ) -> Child:
+        if os.path.ismount(mountpoint):
+            raise LaunchError(f"{mountpoint} is already a mount point")
         args = ["mount", self.metadata_address, str(mountpoint), "--foreground"]
         args += ["--cache-dir", str(self.state_dir / name)]
         child = self._spawn(name, [*args, *extra], mountpoint=mountpoint)

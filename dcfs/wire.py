@@ -38,7 +38,7 @@ def checksum(data: bytes | memoryview) -> int:
     return zlib.crc32(data)
 
 
-def verify_block(ref: BlockRef, data: bytes, crc32: int) -> bytes:
+def verify_block(ref: BlockRef, data: bytes | memoryview, crc32: int) -> bytes:
     """Check a block received from a peer: its length and checksum."""
     if len(data) != ref.length:
         raise CorruptBlock(
@@ -47,4 +47,77 @@ def verify_block(ref: BlockRef, data: bytes, crc32: int) -> bytes:
         )
     if checksum(data) != crc32:
         raise CorruptBlock(f"block {ref.index} of {ref.version.key!r}: checksum mismatch")
-    return data
+    # A view into the received message is kept as the block: no copy.
+    return data  # type: ignore[return-value]
+
+
+# ReadBlock replies carry whole blocks. The generated protobuf classes copy a
+# payload several times (into the message, out to bytes, back in on the other
+# side); these two functions write and read the same ReadBlockReply wire
+# format by hand so that the payload is copied once and sliced, not copied,
+# on receipt. tests/test_units.py checks them against the generated class.
+
+_DATA_TAG = b"\x0a"  # field 1, length-delimited
+_CRC_TAG = b"\x10"  # field 2, varint
+_SOURCE_TAG = b"\x1a"  # field 3, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise CorruptBlock("malformed ReadBlock reply")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def encode_block_reply(data: bytes, source: str) -> bytes:
+    """A serialized ``ReadBlockReply`` for ``data`` (with its CRC-32)."""
+    src = source.encode()
+    head = _CRC_TAG + _varint(checksum(data)) + _SOURCE_TAG + _varint(len(src)) + src
+    return b"".join((head, _DATA_TAG, _varint(len(data)), data))
+
+
+def decode_block_reply(message: bytes) -> tuple[memoryview, int, str]:
+    """``(data, crc32, source)`` of a serialized ``ReadBlockReply``; ``data``
+    is a view into ``message``. Unknown fields are skipped, as protobuf does."""
+    buf = memoryview(message)
+    data, crc, source = memoryview(b""), 0, ""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = _read_varint(buf, pos)
+            if field == 2:
+                crc = value
+        elif wire_type == 2:
+            length, pos = _read_varint(buf, pos)
+            if pos + length > len(buf):
+                raise CorruptBlock("truncated ReadBlock reply")
+            if field == 1:
+                data = buf[pos : pos + length]
+            elif field == 3:
+                source = bytes(buf[pos : pos + length]).decode(errors="replace")
+            pos += length
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        else:
+            raise CorruptBlock(f"malformed ReadBlock reply (wire type {wire_type})")
+    return data, crc, source

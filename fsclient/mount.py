@@ -40,6 +40,7 @@ class MountConfig:
     prefetch: int
     attr_timeout_s: float = 30.0
     peer_timeout_s: float = 10.0
+    hedge_after_s: float = 1.0
     read_ahead_kb: int = 4096
     allow_other: bool = False
     debug_fuse: bool = False
@@ -63,7 +64,12 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(config.metadata))
     disk = DiskTier(config.cache_dir, config.disk) if config.disk > 0 else None
     cache = BlockCache(MemoryTier(config.memory), disk)
-    router = PeerRouter(metadata, store, peer_timeout_s=config.peer_timeout_s)
+    router = PeerRouter(
+        metadata,
+        store,
+        peer_timeout_s=config.peer_timeout_s,
+        hedge_after_s=config.hedge_after_s,
+    )
     reader = BlockReader(cache, router, info.block_size, config.prefetch)
     namespace = NamespaceClient(metadata, config.attr_timeout_s)
     kernel = FuseKernel()

@@ -27,7 +27,10 @@ class BlockReader:
         self.cache = cache
         self.router = router
         self.block_size = block_size
-        self.max_prefetch_blocks = prefetch_budget // block_size
+        # Prefetched blocks wait in the memory tier: a window larger than half
+        # of it would evict blocks before their reader gets to them.
+        budget = min(prefetch_budget, cache.memory.capacity // 2)
+        self.max_prefetch_blocks = budget // block_size
         self._pool = ThreadPoolExecutor(prefetch_threads, thread_name_prefix="prefetch")
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()

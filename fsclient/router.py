@@ -1,55 +1,69 @@
 """Routes a block to its owner cache node, then the next owner, then the
-bucket itself, following the metadata service's member list."""
+bucket itself, following the metadata service's member list.
+
+Two kinds of dead node cost only a short pause:
+- one that is gone (killed, host down) refuses or resets the connection at
+  once, and the next owner is asked right away;
+- one that accepts and never answers (stopped, swapping, wedged) is caught
+  by hedging: after ``hedge_after_s`` without an answer the next owner is
+  asked too (after the last owner, the bucket), the first good answer wins,
+  and the slow node is skipped.
+
+Either way the node is then skipped for ``down_s``, so it costs one pause,
+not one per block; the metadata service drops it from the member list once
+its heartbeats stop.
+"""
 
 import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 
 from dcfs import rpc, rpcerrors, wire
 from dcfs.blocks import BlockRef
 from dcfs.cluster import describe_rpc_error
-from dcfs.errors import ObjectChanged, ObjectNotFound, PeerError
+from dcfs.errors import CorruptBlock, PeerError
 from dcfs.objstore import ObjectStore
 from dcfs.ring import Node, Ring
 from protos import dcfs_pb2, dcfs_pb2_grpc
 
 log = logging.getLogger("dcfs.client")
+T = TypeVar("T")
+
+# Starts one RPC on a node; parses its finished future (raises DcfsError).
+Start = Callable[["NodeClient"], "grpc.Future[Any]"]
+Parse = Callable[[Node, "grpc.Future[Any]"], T]
 
 
-class PeerRouter:
-    """Fetches blocks the client's own tiers lack.
-
-    A node that fails is skipped for ``down_s`` seconds, so a dead node costs
-    one deadline, not one per block.
-    """
+class Peers:
+    """The cluster's cache nodes as this process sees them: the member list
+    (followed in a thread), the ring over it, and the nodes marked down.
+    Thread-safe; ``warm`` is all ``dcfs warmup`` needs."""
 
     def __init__(
         self,
         metadata: dcfs_pb2_grpc.MetadataStub,
-        store: ObjectStore,
         *,
-        peer_timeout_s: float = 10.0,
         members_interval_s: float = 2.0,
         down_s: float = 10.0,
         owners_to_try: int = 2,
     ) -> None:
         self._metadata = metadata
-        self.store = store
-        self._peer_timeout_s = peer_timeout_s
         self._members_interval_s = members_interval_s
         self._down_s = down_s
         self._owners_to_try = owners_to_try
         self._lock = threading.Lock()
         self._ring = Ring([])
         self._epoch = -1
-        self._stubs: dict[str, dcfs_pb2_grpc.CacheNodeStub] = {}
+        self._clients: dict[str, NodeClient] = {}
         self._down_until: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="members", daemon=True)
-        self.peer_fetches = 0
-        self.bucket_fetches = 0
+        self.hedged_requests = 0
 
     @property
     def ring(self) -> Ring:
@@ -61,6 +75,11 @@ class PeerRouter:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.hedged_requests:
+            log.info(
+                "%d block requests were hedged to the next owner or the bucket",
+                self.hedged_requests,
+            )
 
     def refresh(self) -> None:
         """Reload the member list; keep the old one if the service is away."""
@@ -81,21 +100,135 @@ class PeerRouter:
         while not self._stop.wait(self._members_interval_s):
             self.refresh()
 
+    def warm(self, ref: BlockRef, timeout_s: float) -> str:
+        """Have the block's owner (or the next one) load it; the tier it was
+        found in ("memory", "disk") or "bucket" when it was fetched.
+        :class:`PeerError` when no node could."""
+        request = dcfs_pb2.WarmBlockRequest(block=wire.block_to_proto(ref))
+        source = self._ask_owners(
+            ref,
+            lambda node: node.stub.WarmBlock.future(request, timeout=timeout_s),
+            lambda node, future: str(_result(node, future).source),
+            None,
+        )
+        if source is None:
+            raise PeerError(f"no cache node could load block {ref.index} of {ref.version.key!r}")
+        return source
+
+    def _ask_owners(
+        self, ref: BlockRef, start: Start, parse: Parse[T], hedge_after_s: float | None
+    ) -> T | None:
+        """The first good answer of the block's live owners, in ring order.
+
+        The next owner is asked when the previous one fails or (with
+        ``hedge_after_s``) stays silent that long; once the last one has been
+        silent that long too, None: the caller goes to the bucket, so a read
+        waits at most one ``hedge_after_s`` per owner, whatever is marked
+        down. A node that failed, or was outrun by a node after it, is marked
+        down. Without ``hedge_after_s`` each node gets its whole deadline.
+        """
+        candidates = [
+            n for n in self._ring.owners(ref.block_id, self._owners_to_try) if not self._is_down(n)
+        ]
+        done: queue.Queue[tuple[int, grpc.Future[Any]]] = queue.Queue()
+        pending: dict[int, grpc.Future[Any]] = {}  # by rank in ``candidates``
+        launched = 0
+
+        def launch() -> None:
+            nonlocal launched
+            rank, launched = launched, launched + 1
+            future = start(self._client(candidates[rank]))
+            pending[rank] = future
+            future.add_done_callback(lambda f: done.put((rank, f)))
+
+        try:
+            if candidates:
+                launch()
+            while pending:
+                try:
+                    rank, future = done.get(timeout=hedge_after_s)
+                except queue.Empty:
+                    with self._lock:
+                        self.hedged_requests += 1
+                    if launched == len(candidates):
+                        return None  # all silent: the bucket is next
+                    launch()
+                    continue
+                del pending[rank]
+                node = candidates[rank]
+                try:
+                    answer = parse(node, future)
+                except PeerError as exc:
+                    self._mark_down(node, str(exc))
+                    if launched < len(candidates):
+                        launch()
+                    continue
+                for slow in [r for r in pending if r < rank]:
+                    self._mark_down(candidates[slow], f"no answer in {hedge_after_s} s")
+                return answer
+            return None
+        finally:
+            for future in pending.values():
+                future.cancel()
+
+    def _client(self, node: Node) -> "NodeClient":
+        with self._lock:
+            client = self._clients.get(node.address)
+            if client is None:
+                client = self._clients[node.address] = NodeClient(rpc.channel(node.address))
+            return client
+
+    def _is_down(self, node: Node) -> bool:
+        with self._lock:
+            return self._down_until.get(node.node_id, 0.0) > time.monotonic()
+
+    def _mark_down(self, node: Node, why: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            was_up = self._down_until.get(node.node_id, 0.0) <= now
+            self._down_until[node.node_id] = now + self._down_s
+        if was_up:
+            log.warning("cache node %s skipped for %.0f s: %s", node.address, self._down_s, why)
+
+
+class PeerRouter(Peers):
+    """Fetches the blocks the client's own tiers lack: owner, next owner, bucket.
+
+    ``peer_timeout_s`` is the deadline of one request to one node;
+    ``hedge_after_s`` is how long the owner may stay silent before the next
+    owner is asked as well (None: never hedge, only fail over on errors).
+    """
+
+    def __init__(
+        self,
+        metadata: dcfs_pb2_grpc.MetadataStub,
+        store: ObjectStore,
+        *,
+        peer_timeout_s: float = 10.0,
+        hedge_after_s: float | None = 1.0,
+        members_interval_s: float = 2.0,
+        down_s: float = 10.0,
+    ) -> None:
+        super().__init__(metadata, members_interval_s=members_interval_s, down_s=down_s)
+        self.store = store
+        self._peer_timeout_s = peer_timeout_s
+        self._hedge_after_s = hedge_after_s
+        self.peer_fetches = 0
+        self.bucket_fetches = 0
+
     def fetch(self, ref: BlockRef) -> bytes:
         """The block's bytes from the first source that answers correctly.
 
         A changed or vanished object is final (every source would say so).
         """
-        for node in self._ring.owners(ref.block_id, self._owners_to_try):
-            if self._down_until.get(node.node_id, 0) > time.monotonic():
-                continue
-            try:
-                data = self._read_from(node, ref)
-            except (ObjectChanged, ObjectNotFound):
-                raise
-            except PeerError as exc:
-                self._mark_down(node, exc)
-                continue
+        request = dcfs_pb2.ReadBlockRequest(block=wire.block_to_proto(ref))
+        data = self._ask_owners(
+            ref,
+            lambda node: node.read_block.future(request, timeout=self._peer_timeout_s),
+            lambda node, future: _verified(node, ref, future),
+            self._hedge_after_s,
+        )
+        if data is not None:
             with self._lock:
                 self.peer_fetches += 1
             return data
@@ -104,27 +237,32 @@ class PeerRouter:
             self.bucket_fetches += 1
         return data
 
-    def _read_from(self, node: Node, ref: BlockRef) -> bytes:
-        request = dcfs_pb2.ReadBlockRequest(block=wire.block_to_proto(ref))
-        try:
-            reply = self._stub(node).ReadBlock(request, timeout=self._peer_timeout_s)
-        except grpc.RpcError as exc:
-            raise rpcerrors.from_rpc_error(exc, node.address) from None
-        try:
-            return wire.verify_block(ref, reply.data, reply.crc32)
-        except Exception as exc:
-            raise PeerError(f"{node.address}: {exc}") from None
 
-    def _stub(self, node: Node) -> dcfs_pb2_grpc.CacheNodeStub:
-        with self._lock:
-            stub = self._stubs.get(node.address)
-            if stub is None:
-                stub = self._stubs[node.address] = dcfs_pb2_grpc.CacheNodeStub(
-                    rpc.channel(node.address)
-                )
-            return stub
+class NodeClient:
+    """The calls to one cache node. ReadBlock returns the raw reply, which
+    :func:`dcfs.wire.decode_block_reply` slices without copying the block."""
 
-    def _mark_down(self, node: Node, exc: Exception) -> None:
-        if self._down_until.get(node.node_id, 0) <= time.monotonic():
-            log.warning("cache node %s skipped for %.0f s: %s", node.address, self._down_s, exc)
-        self._down_until[node.node_id] = time.monotonic() + self._down_s
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = dcfs_pb2_grpc.CacheNodeStub(channel)
+        self.read_block: grpc.UnaryUnaryMultiCallable = channel.unary_unary(  # type: ignore[type-arg]
+            "/dcfs.CacheNode/ReadBlock",
+            request_serializer=dcfs_pb2.ReadBlockRequest.SerializeToString,
+            response_deserializer=None,
+        )
+
+
+def _result(node: Node, future: "grpc.Future[Any]") -> Any:
+    """The reply of a finished call, or the domain error its status means."""
+    try:
+        return future.result()
+    except grpc.RpcError as exc:
+        raise rpcerrors.from_rpc_error(exc, node.address) from None
+
+
+def _verified(node: Node, ref: BlockRef, future: "grpc.Future[Any]") -> bytes:
+    message = _result(node, future)
+    try:
+        data, crc32, _source = wire.decode_block_reply(message)
+        return wire.verify_block(ref, data, crc32)
+    except CorruptBlock as exc:
+        raise PeerError(f"{node.address}: {exc}") from None

@@ -755,3 +755,53 @@ class StatsReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatsReply: _TypeAlias = StatsReply  # noqa: Y015
+
+@_typing.final
+class WarmBlockRequest(_message.Message):
+    """Loads a block into the node's tiers without sending its bytes back
+    (dcfs warmup); the block is on the node's disk tier when this returns,
+    if the node has one and it has room.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def block(self) -> Global___BlockRef: ...
+    def __init__(
+        self,
+        *,
+        block: Global___BlockRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WarmBlockRequest: _TypeAlias = WarmBlockRequest  # noqa: Y015
+
+@_typing.final
+class WarmBlockReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """Where the block was: "memory" or "disk" (already cached), or "bucket"
+    (fetched now).
+    """
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WarmBlockReply: _TypeAlias = WarmBlockReply  # noqa: Y015

@@ -506,6 +506,11 @@ class CacheNodeStub:
                 request_serializer=protos_dot_dcfs__pb2.StatsRequest.SerializeToString,
                 response_deserializer=protos_dot_dcfs__pb2.StatsReply.FromString,
                 _registered_method=True)
+        self.WarmBlock = channel.unary_unary(
+                '/dcfs.CacheNode/WarmBlock',
+                request_serializer=protos_dot_dcfs__pb2.WarmBlockRequest.SerializeToString,
+                response_deserializer=protos_dot_dcfs__pb2.WarmBlockReply.FromString,
+                _registered_method=True)
 
 
 class CacheNodeServicer:
@@ -523,6 +528,12 @@ class CacheNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WarmBlock(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -535,6 +546,11 @@ def add_CacheNodeServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=protos_dot_dcfs__pb2.StatsRequest.FromString,
                     response_serializer=protos_dot_dcfs__pb2.StatsReply.SerializeToString,
+            ),
+            'WarmBlock': grpc.unary_unary_rpc_method_handler(
+                    servicer.WarmBlock,
+                    request_deserializer=protos_dot_dcfs__pb2.WarmBlockRequest.FromString,
+                    response_serializer=protos_dot_dcfs__pb2.WarmBlockReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -591,6 +607,33 @@ class CacheNode:
             '/dcfs.CacheNode/Stats',
             protos_dot_dcfs__pb2.StatsRequest.SerializeToString,
             protos_dot_dcfs__pb2.StatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WarmBlock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcfs.CacheNode/WarmBlock',
+            protos_dot_dcfs__pb2.WarmBlockRequest.SerializeToString,
+            protos_dot_dcfs__pb2.WarmBlockReply.FromString,
             options,
             channel_credentials,
             insecure,

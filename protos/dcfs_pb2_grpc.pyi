@@ -151,12 +151,14 @@ class CacheNodeStub:
     def __new__(cls, channel: _aio.Channel) -> CacheNodeAsyncStub: ...
     ReadBlock: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.ReadBlockRequest, _dcfs_pb2.ReadBlockReply]
     Stats: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.StatsRequest, _dcfs_pb2.StatsReply]
+    WarmBlock: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.WarmBlockRequest, _dcfs_pb2.WarmBlockReply]
 
 @_typing.type_check_only
 class CacheNodeAsyncStub(CacheNodeStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ReadBlock: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.ReadBlockRequest, _dcfs_pb2.ReadBlockReply]  # type: ignore[assignment]
     Stats: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.StatsRequest, _dcfs_pb2.StatsReply]  # type: ignore[assignment]
+    WarmBlock: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.WarmBlockRequest, _dcfs_pb2.WarmBlockReply]  # type: ignore[assignment]
 
 class CacheNodeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -172,5 +174,12 @@ class CacheNodeServicer(metaclass=_abc_1.ABCMeta):
         request: _dcfs_pb2.StatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dcfs_pb2.StatsReply, _abc.Awaitable[_dcfs_pb2.StatsReply]]: ...
+
+    @_abc_1.abstractmethod
+    def WarmBlock(
+        self,
+        request: _dcfs_pb2.WarmBlockRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dcfs_pb2.WarmBlockReply, _abc.Awaitable[_dcfs_pb2.WarmBlockReply]]: ...
 
 def add_CacheNodeServicer_to_server(servicer: CacheNodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

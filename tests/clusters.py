@@ -6,11 +6,18 @@ even when a test fails; the daemons' logs are printed on failure.
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dcfs import rpc
+from dcfs.blocks import BlockRef, ObjectVersion, block_count
 from dcfs.launcher import LocalCluster
+from dcfs.ring import Node
+from fsclient.namespace import NamespaceClient
+from fsclient.warmup import resolve
+from protos import dcfs_pb2, dcfs_pb2_grpc
 
 
 @dataclass
@@ -68,3 +75,33 @@ def mounted(
     finally:
         cluster.stop_child(child)
         assert not os.path.ismount(mountpoint), f"{mountpoint} is still mounted"
+
+
+def members(cluster: LocalCluster) -> list[Node]:
+    stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(cluster.metadata_address))
+    reply = stub.Members(dcfs_pb2.MembersRequest(), timeout=5)
+    return [Node(n.node_id, n.address, n.capacity) for n in reply.nodes]
+
+
+def blocks_of(cluster: LocalCluster, path: str, block_size: int) -> list[BlockRef]:
+    """The blocks of a file of the cluster's namespace."""
+    stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(cluster.metadata_address))
+    attr = resolve(NamespaceClient(stub, attr_ttl_s=1), path)
+    version = ObjectVersion(attr.key, attr.etag, attr.size)
+    return [BlockRef(version, i, block_size) for i in range(block_count(attr.size, block_size))]
+
+
+def node_stats(address: str) -> dcfs_pb2.StatsReply:
+    stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(address))
+    reply: dcfs_pb2.StatsReply = stub.Stats(dcfs_pb2.StatsRequest(), timeout=5)
+    return reply
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``predicate`` every 0.1 s for at most ``timeout_s``: its last answer."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()

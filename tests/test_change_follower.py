@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from clusters import wait_until
 from test_metadata_changes import HeadStore
 from test_metadata_service import code_of
 
@@ -39,13 +39,6 @@ class RecordingKernel:
     def invalidate_entry(self, parent: int, name: str) -> None:
         with self.lock:
             self.entries.append((parent, name))
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 class Service:
@@ -123,10 +116,8 @@ def test_follower_drops_what_changed(
         bucket.put("d/c")
         assert service.server is not None
         service.server.resync()
-        wait_for(
-            "the changes",
-            lambda: follower.generation == stub.Info(dcfs_pb2.InfoRequest(), timeout=5).generation,
-        )
+        generation = stub.Info(dcfs_pb2.InfoRequest(), timeout=5).generation
+        assert wait_until(lambda: follower.generation == generation, 10), "no changes"
         assert kernel.inodes == [a.inode]  # changed: attributes and pages
         assert sorted(kernel.entries) == [(d.inode, "b"), (d.inode, "c")]
         assert ns.attrs.get(a.inode) is None and ns.attrs.get(b.inode) is None
@@ -148,10 +139,10 @@ def test_follower_resumes_across_a_restart(tmp_path: Path, bucket: HeadStore) ->
         follower = start_follower(stub, ns, kernel)
         try:
             service.stop()
-            wait_for("the stream to break", lambda: not follower.connected.is_set())
+            assert wait_until(lambda: not follower.connected.is_set(), 10), "no break"
             bucket.put("top", size=9, etag="et2")  # changed while the service is down
             service.start()  # its first sync sees the change and logs it
-            wait_for("the replayed change", lambda: top.inode in kernel.inodes)
+            assert wait_until(lambda: top.inode in kernel.inodes, 10), "not replayed"
             again = ns.lookup(ROOT_INODE, "top")
             assert again is not None and again.inode == top.inode and again.etag == "et2"
             assert follower.resets == 0  # replayed from the log, not a reset
@@ -176,7 +167,7 @@ def test_follower_resets_when_too_far_behind(tmp_path: Path, bucket: HeadStore) 
             follower = ChangeFollower(stub, ns.attrs, kernel, 10**6)
             follower.start()
             try:
-                wait_for("the reset", lambda: follower.resets == 1)
+                assert wait_until(lambda: follower.resets == 1, 10), "no reset"
                 assert ns.attrs.get(a.inode) is None and ns.attrs.get(d.inode) is None
                 assert (ROOT_INODE, "d") in kernel.entries and (d.inode, "a") in kernel.entries
                 assert {a.inode, d.inode, ROOT_INODE} <= set(kernel.inodes)
@@ -197,7 +188,7 @@ def test_change_streams_are_limited(tmp_path: Path, bucket: HeadStore) -> None:
             second = stub.WatchChanges(dcfs_pb2.WatchRequest(since_generation=1))
             assert code_of(lambda: next(second)) == grpc.StatusCode.RESOURCE_EXHAUSTED
             first.cancel()
-            wait_for("the slot", lambda: _stream_opens(stub))
+            assert wait_until(lambda: _stream_opens(stub), 10), "the slot stays taken"
     finally:
         service.stop()
 

@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from clusters import running_cluster
+import pytest
+from clusters import running_cluster, wait_until
 
 from dcfs.launcher import unmount
 from dcfs.sample import SampleSpec, make_sample
@@ -46,15 +46,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_until(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_up_serves_the_sample_and_sigterm_leaves_nothing_behind(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -81,7 +72,7 @@ def test_up_serves_the_sample_and_sigterm_leaves_nothing_behind(tmp_path: Path) 
     )
     children: set[int] = set()
     try:
-        assert _wait_until(lambda: os.path.ismount(mnt) or up.poll() is not None, 90)
+        assert wait_until(lambda: os.path.ismount(mnt) or up.poll() is not None, 90)
         assert os.path.ismount(mnt), (tmp_path / "up.log").read_text()
         model = mnt / "models" / "llm-7b" / "model-00001-of-00002.safetensors"
         source = state / "sample" / "models" / "llm-7b" / model.name
@@ -107,7 +98,8 @@ def test_up_serves_the_sample_and_sigterm_leaves_nothing_behind(tmp_path: Path) 
         log.close()
 
 
-def test_up_bench_reports_every_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["python", "fio"])
+def test_up_bench_reports_every_job(tmp_path: Path, engine: str) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     result = subprocess.run(
@@ -122,7 +114,9 @@ def test_up_bench_reports_every_job(tmp_path: Path) -> None:
             "--sample-size",
             "20MiB",
             "--bench",
-            "--bench-json",
+            "--engine",
+            engine,
+            "--json",
             str(tmp_path / "report.json"),
         ],
         capture_output=True,
@@ -132,14 +126,21 @@ def test_up_bench_reports_every_job(tmp_path: Path) -> None:
     )
     unmount(mnt)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "seq-read-1m cold" in result.stdout
+    assert "seq-1m cold" in result.stdout
     jobs = json.loads((tmp_path / "report.json").read_text())["jobs"]
     assert {j["name"] for j in jobs} >= {
-        "seq-read-1m cold",
-        "rand-read-4k warm",
+        "seq-1m cold",
+        "seq-1m x4 warm",
+        "rand-4k warm",
+        "rand-128k warm",
         "small-files cold",
+        "small-files warm",
+        "seq-1m re-read",
     }
     assert all(j["mib_s"] > 0 and j["ops"] > 0 for j in jobs)
+    # The sample is a file:// bucket: its directory is the baseline, job by job.
+    assert all(j["baseline"]["mib_s"] > 0 and j["ratio"] > 0 for j in jobs)
+    assert {j["engine"] for j in jobs} == ({"python"} if engine == "python" else {"fio", "python"})
     assert not os.path.ismount(mnt)
 
 
@@ -189,11 +190,8 @@ def test_background_mount_status_and_unmount(tmp_path: Path) -> None:
 
             subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
             assert not os.path.ismount(mnt)
-            # The daemon shuts down cleanly, a moment after the unmount returns.
-            log_path = tmp_path / "client" / "mount.log"
-            deadline = time.monotonic() + 10
-            while "client fetches" not in log_path.read_text() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert "client fetches" in log_path.read_text()
+            log = tmp_path / "client" / "mount.log"
+            # The daemon shut down cleanly (it logs its counts after the unmount).
+            assert wait_until(lambda: "client fetches" in log.read_text(), 30)
         finally:
             unmount(mnt)

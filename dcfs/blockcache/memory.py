@@ -60,6 +60,10 @@ class MemoryTier:
         self._hits = self._misses = self._bytes_served = self._evictions = 0
 
     @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
     def used_bytes(self) -> int:
         return self._used
 

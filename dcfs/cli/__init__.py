@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from dcfs import __version__
-from dcfs.cli import daemons, tools, up
+from dcfs.cli import daemons, tools, up, warmup
 from dcfs.errors import DcfsError
 
 EPILOG = """\
@@ -21,6 +21,7 @@ examples:
   dcfs metadata --bucket s3://models --db /var/lib/dcfs --listen 0.0.0.0:7070
   dcfs cachenode --metadata meta:7070 --listen 0.0.0.0:7071 --memory 8GiB --disk 500GiB
   dcfs mount meta:7070 /mnt/models
+  dcfs warmup meta:7070 models/llm-7b datasets/train  load them into the cache nodes
   dcfs status meta:7070
 """
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much to log to stderr (default: info)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (up, daemons, tools):
+    for module in (up, daemons, tools, warmup):
         module.register(commands)
     return parser
 

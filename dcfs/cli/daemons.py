@@ -115,6 +115,13 @@ def register(commands: Subparsers) -> None:
         help="deadline of a block request to a cache node before the next source",
     )
     p.add_argument(
+        "--hedge-after",
+        type=seconds_arg,
+        default=1.0,
+        help="seconds a cache node may stay silent before the next owner is asked too "
+        "(a stopped node then costs this pause, once)",
+    )
+    p.add_argument(
         "--read-ahead",
         type=size_arg,
         default="4MiB",
@@ -198,6 +205,7 @@ def run_mount_command(args: argparse.Namespace) -> int:
         prefetch=args.prefetch,
         attr_timeout_s=args.attr_timeout,
         peer_timeout_s=args.peer_timeout,
+        hedge_after_s=args.hedge_after,
         read_ahead_kb=args.read_ahead // 1024,
         allow_other=args.allow_other,
         consistency=args.consistency,

@@ -1,13 +1,14 @@
 """``dcfs status``, ``dcfs refresh`` and ``dcfs bench``."""
 
 import argparse
-import sys
 from pathlib import Path
 
 import grpc
 
-from dcfs import bench, rpc
-from dcfs.cli.common import Subparsers, add_command, address_arg
+from dcfs import rpc
+from dcfs.bench import report, runner
+from dcfs.bench.tiers import cluster_counters
+from dcfs.cli.common import Subparsers, add_command, address_arg, size_arg
 from dcfs.cluster import describe_rpc_error, fetch_cluster_info
 from dcfs.errors import ConfigError, PeerError
 from dcfs.sizes import format_size
@@ -90,14 +91,45 @@ def run_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bench_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "fio", "python"],
+        default="auto",
+        help="fio (with the job files in bench/fio), the built-in Python reader, or fio "
+        "when installed",
+    )
+    parser.add_argument(
+        "--size", type=size_arg, default="1GiB", help="most bytes of the large file to read"
+    )
+
+
+def bench_report(
+    root: Path,
+    args: argparse.Namespace,
+    baseline: Path | None,
+    metadata: str | None,
+) -> None:
+    """Run the jobs and print the table as results arrive (and JSON if asked)."""
+    with_baseline = baseline is not None
+    print(f"read test over {root}" + (f" (baseline {baseline})" if baseline else ""))
+    print(report.header(with_baseline), flush=True)
+    results = runner.run_jobs(
+        root,
+        runner.BenchOptions(engine=args.engine, size_cap=args.size),
+        baseline=baseline,
+        stats=cluster_counters(metadata) if metadata else None,
+        progress=lambda r, b: print(report.row(r, b, with_baseline), flush=True),
+    )
+    if args.json:
+        report.write_json(results, args.json)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     if not args.mountpoint.is_dir():
         raise ConfigError(f"{args.mountpoint} is not a directory")
-    print(bench.HEADER)
-    results = bench.run_all(args.mountpoint, progress=lambda row: print(row, flush=True))
-    if not results:
-        raise ConfigError(f"no files to read under {args.mountpoint}")
-    if args.json:
-        bench.write_json(results, args.json)
-    sys.stdout.flush()
+    if args.baseline is not None and not args.baseline.is_dir():
+        raise ConfigError(f"--baseline {args.baseline} is not a directory")
+    bench_report(args.mountpoint, args, args.baseline, args.metadata)
     return 0

@@ -8,11 +8,10 @@ import signal
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dcfs import bench
+from dcfs.cli import tools
 from dcfs.cli.common import Subparsers, add_command, size_arg
 from dcfs.errors import ConfigError
 from dcfs.launcher import LocalCluster
@@ -64,11 +63,10 @@ def register(commands: Subparsers) -> None:
     p.add_argument(
         "--bench",
         action="store_true",
-        help="run the read test over the mount, print its report, then stop",
+        help="run the read test over the mount (and, for a file:// source, the same jobs on "
+        "that directory as the baseline), print it, then stop",
     )
-    p.add_argument(
-        "--bench-json", type=Path, default=None, help="with --bench: also write the results as JSON"
-    )
+    tools.add_bench_flags(p)
 
 
 def _split_paths(paths: list[str]) -> tuple[str | None, Path]:
@@ -132,7 +130,8 @@ def _serve(
         cluster.metadata_address,
     )
     if args.bench:
-        _report(mountpoint, args.bench_json)
+        baseline = Path(urlsplit(source).path) if source.startswith("file://") else None
+        tools.bench_report(mountpoint, args, baseline, cluster.metadata_address)
     else:
         print(
             f"dcfs up: {mountpoint} is ready; Ctrl-C or SIGTERM stops it",
@@ -141,15 +140,6 @@ def _serve(
         )
         stop.wait()
     log.info("stopping")
-
-
-def _report(mountpoint: Path, json_path: Path | None) -> None:
-    print(f"\nread test over {mountpoint}\n{bench.HEADER}", flush=True)
-    started = time.monotonic()
-    results = bench.run_all(mountpoint, progress=lambda row: print(row, flush=True))
-    print(f"({len(results)} jobs in {time.monotonic() - started:.1f} s)\n", flush=True)
-    if json_path is not None:
-        bench.write_json(results, json_path)
 
 
 def _stop_on_signals() -> threading.Event:

@@ -1,0 +1,278 @@
+"""The comparison behind the README's benchmark table: dcfs against the
+ceilings of this machine, measured side by side in one run.
+
+    .venv/bin/python bench/compare.py [--size 1GiB] [--delay-ms 20] [--json out.json]
+
+It starts a SeaweedFS S3 server on loopback (and a delaying proxy in front of
+it), compiles libfuse's passthrough_ll example, and runs dcfs clusters over
+the bucket. Every process it starts is stopped by PID; every mount unmounted.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+
+import grpc_baseline  # noqa: E402
+from seaweed import SeaweedServer  # noqa: E402
+
+from dcfs import rpc  # noqa: E402
+from dcfs.bench import fio, pyreader  # noqa: E402
+from dcfs.bench.data import drop_page_cache, read_through  # noqa: E402
+from dcfs.bench.jobs import JobResult, JobSpec  # noqa: E402
+from dcfs.launcher import LocalCluster, unmount  # noqa: E402
+from dcfs.sample import SampleSpec, make_sample  # noqa: E402
+from dcfs.sizes import parse_size  # noqa: E402
+
+MiB = 1024 * 1024
+PASSTHROUGH_SRC = Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
+SEQ1 = JobSpec("seq-1m", "seq", "warm")
+SEQ4 = JobSpec("seq-1m x4", "seq", "warm", jobs=4)
+REREAD = JobSpec("seq-1m re-read", "seq", "re-read", direct=False)
+SMALL = JobSpec("small-files", "small", "warm", direct=False, max_s=60)
+
+
+def seq(spec: JobSpec, path: Path, size: int) -> JobResult:
+    return fio.run(spec, path, size) if fio.available() else pyreader.sequential(spec, path, size)
+
+
+def small_files_per_s(root: Path, names: list[str]) -> float:
+    paths = [root / n for n in names]
+    drop_page_cache(paths)
+    return pyreader.small_files(SMALL, paths).iops
+
+
+def s3_parallel_get(
+    server: SeaweedServer, endpoint: str, bucket: str, key: str, size: int, streams: int
+) -> float:
+    """MiB/s of ``streams`` threads doing ranged 4 MiB GETs of one object."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint or server.endpoint_url,
+        config=Config(max_pool_connections=streams),
+    )
+    ranges = [(o, min(size, o + 4 * MiB) - 1) for o in range(0, size, 4 * MiB)]
+    started = time.perf_counter()
+
+    def get(r: tuple[int, int]) -> int:
+        body = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={r[0]}-{r[1]}")["Body"]
+        return len(body.read())
+
+    with ThreadPoolExecutor(streams) as pool:
+        total = sum(pool.map(get, ranges))
+    return total / MiB / (time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def process(args: list[str]) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "ready"
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def passthrough(work: Path, source: Path) -> Iterator[Path]:
+    binary = work / "passthrough_ll"
+    subprocess.run(
+        f"gcc -O2 -o {binary} {PASSTHROUGH_SRC} $(pkg-config --cflags --libs fuse3)",
+        shell=True,
+        check=True,
+    )
+    mnt = work / "passthrough-mnt"
+    mnt.mkdir()
+    subprocess.run([str(binary), "-o", f"source={source}", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        unmount(mnt)
+
+
+@contextlib.contextmanager
+def dcfs_cluster(work: Path, name: str, url: str, endpoint: str) -> Iterator[LocalCluster]:
+    state = work / name
+    cluster = LocalCluster(state, log_dir=state / "logs")
+    try:
+        cluster.start_metadata(url, endpoint_url=endpoint)
+        for _ in range(2):
+            cluster.start_node("2GiB", "4GiB")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=parse_size, default=1024 * MiB, help="large file size")
+    parser.add_argument("--small-files", type=int, default=2000)
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "any"),
+        ("AWS_SECRET_ACCESS_KEY", "any"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(name, value)
+    rows: list[tuple[str, float, float, str]] = []  # what, dcfs, baseline, unit
+
+    def add(what: str, value: float, base: float, unit: str) -> None:
+        rows.append((what, value, base, unit))
+        ratio = value / base if base else 0
+        print(f"{what:<44} {value:>9.1f} {base:>9.1f} {unit:<8} {ratio:>5.2f}x", flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="dcfs-compare-"))
+    server = SeaweedServer()
+    try:
+        spec = SampleSpec(large_files=1, large_size=args.size, small_files=args.small_files)
+        data = make_sample(work / "data", spec)
+        large = next((data / "models").rglob("*.safetensors")).relative_to(data)
+        small = sorted(str(p.relative_to(data)) for p in (data / "datasets").rglob("*.bin"))
+        server.start(work / "seaweed")
+        server.create_bucket("bench")
+        client = server.client()
+        for path in sorted(data.rglob("*")):
+            if path.is_file():
+                client.upload_file(str(path), "bench", str(path.relative_to(data)))
+        print(f"{'':<44} {'dcfs':>9} {'baseline':>9}", flush=True)
+        bucket_16 = s3_parallel_get(server, "", "bench", str(large), args.size, 16)
+        proxy_port = rpc.free_port()
+        with process(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "delay_proxy.py"),
+                "--listen",
+                f"127.0.0.1:{proxy_port}",
+                "--upstream",
+                server.endpoint_url[7:],
+                "--delay-ms",
+                str(args.delay_ms),
+            ]
+        ):
+            proxy_url = f"http://127.0.0.1:{proxy_port}"
+            proxy_16 = s3_parallel_get(server, proxy_url, "bench", str(large), args.size, 16)
+            with dcfs_cluster(work, "delayed", "s3://bench", proxy_url) as cluster:
+                mnt = work / "mnt-delayed"
+                mnt.mkdir()
+                cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0")
+                cold = seq(SEQ1, mnt / large, args.size)
+                add(
+                    f"cold seq read, bucket +{args.delay_ms:.0f} ms/request (vs 16 GETs)",
+                    cold.mib_s,
+                    proxy_16,
+                    "MiB/s",
+                )
+
+        read_through([data / large])
+        with passthrough(work, data) as pt:
+            pt_seq1 = seq(SEQ1, pt / large, args.size).mib_s
+            pt_seq4 = seq(SEQ4, pt / large, args.size).mib_s
+            read_through([data / p for p in small])
+            pt_small = small_files_per_s(pt, small)
+        plain_reread = seq(REREAD, data / large, args.size).mib_s
+        bare_grpc = grpc_baseline.run(4 * MiB, max(32, args.size // (4 * MiB)))
+
+        with dcfs_cluster(work, "direct", "s3://bench", server.endpoint_url) as cluster:
+            mnt = work / "mnt"
+            mnt.mkdir()
+            mount = cluster.start_mount(
+                mnt, "--memory", "2GiB", "--disk", "0", "--prefetch", "256MiB"
+            )
+            cold = seq(SEQ1, mnt / large, args.size)
+            add("cold seq read from the bucket (vs 16 GETs)", cold.mib_s, bucket_16, "MiB/s")
+            add(
+                "warm (client memory), 1 job, direct",
+                seq(SEQ1, mnt / large, args.size).mib_s,
+                pt_seq1,
+                "MiB/s",
+            )
+            add(
+                "warm (client memory), 4 jobs, direct",
+                seq(SEQ4, mnt / large, args.size).mib_s,
+                pt_seq4,
+                "MiB/s",
+            )
+            add(
+                "re-read, buffered (vs plain directory)",
+                seq(REREAD, mnt / large, args.size).mib_s,
+                plain_reread,
+                "MiB/s",
+            )
+            read_through([mnt / p for p in small])
+            add(
+                "small files, warm (vs passthrough)",
+                small_files_per_s(mnt, small),
+                pt_small,
+                "files/s",
+            )
+            rss = peak_rss(mount.process.pid)
+            budget = 2048 * MiB + 256 * MiB + 200 * MiB
+            add("client peak RSS (vs memory+prefetch+200MiB)", rss / MiB, budget / MiB, "MiB")
+
+            peer = work / "mnt-peer"
+            peer.mkdir()
+            cluster.start_mount(
+                peer, "--memory", "16MiB", "--disk", "0", "--prefetch", "0", name="peer"
+            )
+            add(
+                "peer hits: node memory -> client (vs bare grpc)",
+                seq(SEQ1, peer / large, args.size).mib_s,
+                bare_grpc,
+                "MiB/s",
+            )
+
+            disk = work / "mnt-disk"
+            disk.mkdir()
+            cluster.start_mount(
+                disk, "--memory", "16MiB", "--disk", "4GiB", "--prefetch", "0", name="disk"
+            )
+            seq(SEQ1, disk / large, args.size)  # fills the client's disk tier
+            time.sleep(1)
+            add(
+                "warm (client disk tier only), 1 job, direct",
+                seq(SEQ1, disk / large, args.size).mib_s,
+                pt_seq1,
+                "MiB/s",
+            )
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    [{"what": w, "dcfs": v, "baseline": b, "unit": u} for w, v, b, u in rows],
+                    indent=2,
+                )
+                + "\n"
+            )
+    finally:
+        server.stop()
+        for mnt in work.glob("mnt*"):
+            unmount(mnt)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Hit counters of the cache tiers, read before and after each job so the
+report can show each tier's hit ratio in that job."""
+
+from collections.abc import Callable
+
+import grpc
+
+from dcfs import rpc
+from protos import dcfs_pb2, dcfs_pb2_grpc
+
+Counters = dict[str, tuple[int, int]]  # tier -> (hits, misses)
+StatsSource = Callable[[], Counters]
+
+
+def cluster_counters(metadata_address: str) -> StatsSource:
+    """The cache nodes' tiers, summed over the nodes the metadata service lists."""
+    metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(metadata_address))
+
+    def read() -> Counters:
+        totals: dict[str, list[int]] = {}
+        try:
+            members = metadata.Members(dcfs_pb2.MembersRequest(), timeout=5)
+        except grpc.RpcError:
+            return {}
+        for node in members.nodes:
+            stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(node.address))
+            try:
+                stats = stub.Stats(dcfs_pb2.StatsRequest(), timeout=5)
+            except grpc.RpcError:
+                continue
+            for tier in stats.tiers:
+                entry = totals.setdefault(f"node {tier.name}", [0, 0])
+                entry[0] += tier.hits
+                entry[1] += tier.misses
+        return {name: (h, m) for name, (h, m) in totals.items()}
+
+    return read
+
+
+def hit_ratios(before: Counters, after: Counters) -> dict[str, float]:
+    ratios = {}
+    for name, (hits, misses) in after.items():
+        h0, m0 = before.get(name, (0, 0))
+        lookups = (hits - h0) + (misses - m0)
+        if lookups > 0:
+            ratios[name] = (hits - h0) / lookups
+    return ratios
