@@ -6,7 +6,10 @@ One thread, outside the FUSE handlers (the kernel calls block until related
 requests finish; the handlers keep running meanwhile). When the stream
 breaks — the service restarted, the network hiccuped — it reconnects with
 backoff from the last generation it applied; the change log lives in the
-service's lmdb, so a restart loses nothing. When the service cannot say
+service's lmdb, so a restart loses nothing. The service sends something at
+least every 10 s (``metadata.watch.KEEPALIVE_S``); a stream silent for
+``stall_s`` is given up too, for a connection to a host that vanished can
+stay open on this side forever. When the service cannot say
 what changed (the client fell behind its bounded log, or it is another
 database), it drops every name and attribute it knows.
 
@@ -15,6 +18,7 @@ Stop it before ``pyfuse3.close``: kernel calls need the live session.
 
 import logging
 import threading
+import time
 
 import grpc
 
@@ -41,18 +45,22 @@ class ChangeFollower:
         *,
         min_backoff_s: float = 0.2,
         max_backoff_s: float = 5.0,
+        stall_s: float = 30.0,
     ) -> None:
         self._stub = stub
         self._attrs = attrs
         self._kernel = kernel
         self._min_backoff_s = min_backoff_s
         self._max_backoff_s = max_backoff_s
+        self._stall_s = stall_s
         self._lock = threading.Lock()
+        self._heard = time.monotonic()
         self._generation = since
         self._namespace_id = ""
         self._call: grpc.Call | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="changes", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name="changes-watch", daemon=True)
         self.connected = threading.Event()
         self.resets = 0
 
@@ -64,6 +72,7 @@ class ChangeFollower:
 
     def start(self) -> None:
         self._thread.start()
+        self._watchdog.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Cancel the stream and wait for the thread (it may be inside a
@@ -77,6 +86,8 @@ class ChangeFollower:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 log.warning("the change follower did not stop in %.0f s", timeout_s)
+        if self._watchdog.is_alive():
+            self._watchdog.join()
 
     def _run(self) -> None:
         delay = self._min_backoff_s
@@ -87,6 +98,7 @@ class ChangeFollower:
                     since_generation=self._generation, namespace_id=self._namespace_id
                 )
                 call = self._call = self._stub.WatchChanges(request)
+                self._heard = time.monotonic()
             if self._stop.is_set():
                 call.cancel()
             try:
@@ -97,15 +109,27 @@ class ChangeFollower:
                     lost = False
                     delay = self._min_backoff_s
                     self.apply(batch)
+                    with self._lock:
+                        self._heard = time.monotonic()
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
                 if not lost:
                     log.info("change stream lost (%s): reconnecting", describe_rpc_error(exc))
                 lost = True
+            with self._lock:
+                self._call = None
             self.connected.clear()
             self._stop.wait(delay)
             delay = min(delay * 2, self._max_backoff_s)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._stall_s / 4):
+            with self._lock:
+                call, silent = self._call, time.monotonic() - self._heard
+            if call is not None and silent > self._stall_s:
+                log.info("change stream silent for %.0f s: reconnecting", silent)
+                call.cancel()
 
     def apply(self, batch: dcfs_pb2.ChangeBatch) -> None:
         """Invalidate what ``batch`` changed, then record its generation."""

@@ -256,3 +256,59 @@ def test_open_files_keep_versions_apart() -> None:
         small.open(inode, v1)
         small.release(inode, v1)
     assert small.open(1, v1) == buffered_fresh
+
+
+class SilentCall(grpc.RpcError, grpc.Call):
+    """A stream that sends one batch, then nothing, like a connection to a
+    host that vanished; only cancel() ends it."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.sent = False
+
+    def __iter__(self) -> SilentCall:
+        return self
+
+    def __next__(self) -> dcfs_pb2.ChangeBatch:
+        if not self.sent:
+            self.sent = True
+            return dcfs_pb2.ChangeBatch(generation=1)
+        self.cancelled.wait(30)
+        raise self
+
+    def cancel(self) -> bool:
+        self.cancelled.set()
+        return True
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.CANCELLED
+
+    def details(self) -> str:
+        return "cancelled"
+
+
+class SilentStub:
+    def __init__(self) -> None:
+        self.calls: list[SilentCall] = []
+
+    def WatchChanges(self, request: dcfs_pb2.WatchRequest) -> SilentCall:
+        self.calls.append(SilentCall())
+        return self.calls[-1]
+
+
+def test_a_silent_stream_is_given_up() -> None:
+    stub = SilentStub()
+    follower = ChangeFollower(
+        stub,
+        AttrCache(30),
+        RecordingKernel(),
+        1,
+        min_backoff_s=0.01,
+        stall_s=0.2,
+    )
+    follower.start()
+    try:
+        assert wait_until(lambda: len(stub.calls) >= 2, 10), "the silent stream was kept"
+        assert stub.calls[0].cancelled.is_set()
+    finally:
+        follower.stop()
