@@ -31,9 +31,10 @@ def register(commands: Subparsers) -> None:
     p.add_argument(
         "path",
         nargs="?",
-        default="",
+        default="/",
+        metavar="PATH",
         help="a file, or a directory and everything under it, relative to the bucket "
-        "(default: the whole bucket)",
+        "('/': the whole bucket)",
     )
 
     p = add_command(
