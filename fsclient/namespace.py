@@ -4,9 +4,9 @@ entries just looked up or listed cost no round trip.
 
 The change follower (:mod:`fsclient.changes`) forgets changed entries. A
 reply that was on its way while it did may describe the old version, so the
-cache has an epoch that every forget moves: a reply is cached, and handed to
-the kernel, only if no forget happened while it was fetched (else it is
-fetched again).
+cache has an epoch that every forget moves and remembers when each inode was
+last forgotten: a reply is cached, and handed to the kernel, only if its
+inode was not forgotten while it was fetched (else it is fetched again).
 """
 
 import threading
@@ -30,13 +30,20 @@ class AttrCache:
     """inode -> attributes (and the directory entry they were last seen
     under), each valid for ``ttl_s``; LRU-bounded in entries."""
 
-    def __init__(self, ttl_s: float, max_entries: int = 1_000_000) -> None:
+    def __init__(
+        self, ttl_s: float, max_entries: int = 1_000_000, max_forgotten: int = 100_000
+    ) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
+        self._max_forgotten = max_forgotten
         self._lock = threading.Lock()
         # inode -> (expires, attributes, parent, name); parent 0: not known.
         self._entries: OrderedDict[int, tuple[float, dcfs_pb2.Attr, int, str]] = OrderedDict()
         self._epoch = 0
+        # inode -> epoch of its last forget; older forgets are summed up by
+        # ``_lost``: any reply fetched before it is suspect.
+        self._forgotten: OrderedDict[int, int] = OrderedDict()
+        self._lost = 0
 
     @property
     def epoch(self) -> int:
@@ -58,11 +65,11 @@ class AttrCache:
     def put(
         self, attr: dcfs_pb2.Attr, epoch: int | None = None, parent: int = 0, name: str = ""
     ) -> bool:
-        """Cache ``attr`` unless something was forgotten since ``epoch``
+        """Cache ``attr`` unless its inode was forgotten since ``epoch``
         (then it may be stale: False)."""
         expires = time.monotonic() + self._ttl_s
         with self._lock:
-            if epoch is not None and epoch != self._epoch:
+            if epoch is not None and max(self._lost, self._forgotten.get(attr.inode, 0)) > epoch:
                 return False
             if not parent and (old := self._entries.get(attr.inode)) is not None:
                 parent, name = old[2], old[3]
@@ -77,11 +84,18 @@ class AttrCache:
             self._epoch += 1
             for inode in inodes:
                 self._entries.pop(inode, None)
+                self._forgotten[inode] = self._epoch
+                self._forgotten.move_to_end(inode)
+            while len(self._forgotten) > self._max_forgotten:
+                _, epoch = self._forgotten.popitem(last=False)
+                self._lost = max(self._lost, epoch)
 
     def drain(self) -> list[tuple[int, int, str]]:
         """Forget everything; return each ``(inode, parent, name)`` it held."""
         with self._lock:
             self._epoch += 1
+            self._lost = self._epoch
+            self._forgotten.clear()
             known = [(inode, e[2], e[3]) for inode, e in self._entries.items()]
             self._entries.clear()
         return known

@@ -223,14 +223,19 @@ def test_refresh_rpc(service: Service, bucket: HeadStore, stub: dcfs_pb2_grpc.Me
 
 
 def test_attr_cache_refuses_replies_older_than_a_forget() -> None:
-    cache = AttrCache(ttl_s=300)
+    cache = AttrCache(ttl_s=300, max_forgotten=2)
     attr = dcfs_pb2.Attr(inode=7, etag="old")
     epoch = cache.epoch
     cache.forget(7)  # the follower dropped inode 7 while the reply was on its way
     assert not cache.put(attr, epoch) and cache.get(7) is None
+    epoch = cache.epoch
+    cache.forget(8)  # another inode: no reason to doubt this reply
+    assert cache.put(dcfs_pb2.Attr(inode=9), epoch)
+    cache.forget(10, 11)  # 8 no longer remembered: every older reply is suspect
+    assert not cache.put(dcfs_pb2.Attr(inode=9), epoch)
     assert cache.put(attr, cache.epoch, parent=1, name="f") and cache.get(7) == attr
     assert cache.put(dcfs_pb2.Attr(inode=7, etag="new"))  # a getattr keeps the name
-    assert cache.drain() == [(7, 1, "f")] and cache.get(7) is None
+    assert cache.drain() == [(9, 0, ""), (7, 1, "f")] and cache.get(7) is None
 
 
 def test_open_files_keep_versions_apart() -> None:
