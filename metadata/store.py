@@ -323,7 +323,8 @@ class NamespaceStore:
                 )
         if generation:
             with self._published:
-                self._generation = generation
+                # Another writer may have committed (and announced) a later one.
+                self._generation = max(self._generation, generation)
                 self._published.notify_all()
 
     def finish_sync(self, *, objects: int, dirs: int, skipped: int) -> None:
