@@ -74,6 +74,7 @@ class LocalCluster:
     env: dict[str, str] | None = None
     children: list[Child] = field(default_factory=list)
     metadata_address: str = ""
+    metadata_args: list[str] = field(default_factory=list)
 
     def _spawn(self, name: str, args: Sequence[str], mountpoint: Path | None = None) -> Child:
         log_file: IO[bytes] | None = None
@@ -121,10 +122,21 @@ class LocalCluster:
         args += ["--db", str(self.state_dir / "metadata")]
         if endpoint_url:
             args += ["--endpoint-url", endpoint_url]
-        child = self._spawn("metadata", [*args, *extra])
+        self.metadata_args = [*args, *extra]
+        self._run_metadata(timeout_s)
+        return self.metadata_address
+
+    def restart_metadata(self, timeout_s: float = 120) -> None:
+        """Stop the metadata service and start it again: same address, same
+        database, as after a crash or an upgrade."""
+        for child in [c for c in self.children if c.name == "metadata"]:
+            self.stop_child(child)
+        self._run_metadata(timeout_s)
+
+    def _run_metadata(self, timeout_s: float) -> None:
+        child = self._spawn("metadata", self.metadata_args)
         stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(self.metadata_address))
         self._wait(child, lambda: _answers(stub), timeout_s, "serving")
-        return self.metadata_address
 
     def start_node(
         self,

@@ -1,5 +1,6 @@
-"""Runs the FUSE client: assembles the read path, mounts, serves until
-unmounted or signalled, and always unmounts on the way out."""
+"""Runs the FUSE client: assembles the read path, mounts, follows the
+namespace's changes, serves until unmounted or signalled, and always
+unmounts on the way out."""
 
 import logging
 import os
@@ -17,6 +18,9 @@ from dcfs.cluster import fetch_cluster_info
 from dcfs.errors import ConfigError
 from dcfs.objstore import open_store
 from dcfs.sizes import format_size
+from fsclient.changes import ChangeFollower
+from fsclient.freshness import OpenCheck
+from fsclient.kernel import FuseKernel
 from fsclient.namespace import NamespaceClient
 from fsclient.operations import Operations
 from fsclient.reader import BlockReader
@@ -40,6 +44,9 @@ class MountConfig:
     read_ahead_kb: int = 4096
     allow_other: bool = False
     debug_fuse: bool = False
+    # "interval": changes show after the metadata service's next sync;
+    # "open": every open checks the object's version with the bucket.
+    consistency: str = "interval"
 
 
 def check_mountpoint(path: Path) -> None:
@@ -65,7 +72,16 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     )
     reader = BlockReader(cache, router, info.block_size, config.prefetch)
     namespace = NamespaceClient(metadata, config.attr_timeout_s)
-    ops = Operations(namespace, reader, attr_timeout_s=config.attr_timeout_s)
+    kernel = FuseKernel()
+    open_check = OpenCheck(store, namespace) if config.consistency == "open" else None
+    ops = Operations(
+        namespace,
+        reader,
+        attr_timeout_s=config.attr_timeout_s,
+        open_check=open_check,
+        kernel=kernel,
+    )
+    follower = ChangeFollower(metadata, namespace.attrs, kernel, info.generation)
     router.start()
 
     options = set(pyfuse3.default_options)
@@ -79,9 +95,11 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     except RuntimeError as exc:
         raise ConfigError(f"cannot mount on {config.mountpoint}: {exc}") from None
     log.info("mounted %s on %s", info.bucket_url, config.mountpoint)
+    follower.start()
     try:
-        trio.run(_serve, config, on_ready)
+        trio.run(_serve, config, on_ready, follower)
     finally:
+        follower.stop()  # its kernel calls need the session: before close
         pyfuse3.close(unmount=True)
         router.stop()
         reader.close()
@@ -104,18 +122,23 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
         store.close()
 
 
-async def _serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
+async def _serve(
+    config: MountConfig, on_ready: Callable[[], None], follower: ChangeFollower
+) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal)
+        nursery.start_soon(_stop_on_signal, follower)
         nursery.start_soon(_announce_ready, config, on_ready)
         await pyfuse3.main(min_tasks=4, max_tasks=64)
         nursery.cancel_scope.cancel()
 
 
-async def _stop_on_signal() -> None:
+async def _stop_on_signal(follower: ChangeFollower) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("got %s: unmounting", signal.Signals(signum).name)
+            # While the handlers still run: a kernel call of the follower may
+            # wait for one of them to finish.
+            await trio.to_thread.run_sync(follower.stop)
             pyfuse3.terminate()
             return
 

@@ -18,7 +18,10 @@ import trio
 
 from dcfs.blocks import ObjectVersion
 from dcfs.errors import DcfsError, ObjectChanged, ObjectNotFound
+from fsclient.freshness import OpenCheck
+from fsclient.kernel import FuseKernel, KernelCache
 from fsclient.namespace import NamespaceClient
+from fsclient.openfiles import OpenFiles
 from fsclient.prefetch import PrefetchWindow
 from fsclient.reader import BlockReader
 from protos import dcfs_pb2
@@ -32,16 +35,32 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 class FileHandle:
     version: ObjectVersion
     window: PrefetchWindow
+    inode: int
 
 
 @dataclass
 class DirHandle:
-    """A directory listing, fetched page by page as the kernel asks; offsets
-    index into it, so one handle never repeats or skips a name."""
+    """A directory listing, fetched page by page as the kernel asks. Offsets
+    number the names from the start, so one handle never repeats or skips a
+    name; only the current page is held (``base`` is its first offset), so
+    a directory of any size costs one page of memory."""
 
     inode: int
+    base: int = 0
     entries: list[tuple[bytes, dcfs_pb2.Attr]] = field(default_factory=list)
     more: bool = True
+
+    def restart(self) -> None:
+        self.base, self.entries, self.more = 0, [], True
+
+    def next_page(self, page: list[dcfs_pb2.DirEntry], more: bool) -> None:
+        self.base += len(self.entries)
+        self.entries = [(e.name.encode("utf-8", "surrogateescape"), e.attr) for e in page]
+        self.more = more
+
+    @property
+    def last_name(self) -> str:
+        return self.entries[-1][0].decode("utf-8", "surrogateescape") if self.entries else ""
 
 
 class Operations(pyfuse3.Operations):
@@ -55,11 +74,16 @@ class Operations(pyfuse3.Operations):
         *,
         attr_timeout_s: float,
         threads: int = 64,
+        open_check: OpenCheck | None = None,
+        kernel: KernelCache | None = None,
     ) -> None:
         super().__init__()
         self._ns = namespace
         self._reader = reader
         self._attr_timeout_s = attr_timeout_s
+        self._open_check = open_check
+        self._kernel = kernel or FuseKernel()
+        self._open_files = OpenFiles()
         self._limiter = trio.CapacityLimiter(threads)
         self._fh_counter = itertools.count(1)
         self._files: dict[int, FileHandle] = {}
@@ -132,20 +156,19 @@ class Operations(pyfuse3.Operations):
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self._dirs[fh]
+        if start_id < handle.base:
+            handle.restart()  # a rewind: page again from the start
         index = start_id
         while True:
-            while index < len(handle.entries):
-                name, attr = handle.entries[index]
+            while index < handle.base + len(handle.entries):
+                name, attr = handle.entries[index - handle.base]
                 index += 1
                 if not pyfuse3.readdir_reply(token, name, self._entry(attr), index):
                     return
             if not handle.more:
                 return
-            last = (
-                handle.entries[-1][0].decode("utf-8", "surrogateescape") if handle.entries else ""
-            )
-            page, handle.more = await self._run(self._ns.readdir, handle.inode, last)
-            handle.entries.extend((e.name.encode("utf-8", "surrogateescape"), e.attr) for e in page)
+            page, more = await self._run(self._ns.readdir, handle.inode, handle.last_name)
+            handle.next_page(page, more)
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -158,11 +181,23 @@ class Operations(pyfuse3.Operations):
         attr = await self._getattr_or_enoent(inode)
         if attr.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        if self._open_check is not None:
+            current = await self._run(self._open_check.current, attr)
+            if current is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            attr = current
         fh = next(self._fh_counter)
         version = ObjectVersion(attr.key, attr.etag, attr.size)
-        self._files[fh] = FileHandle(version, self._reader.new_window())
-        # Handles are version-pinned, so the page cache may be kept.
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        # Handles are version-pinned; the page cache is shared (fsclient.openfiles).
+        mode = self._open_files.open(inode, version)
+        self._files[fh] = FileHandle(version, self._reader.new_window(), inode)
+        if mode.stale_attrs:
+            try:
+                await trio.to_thread.run_sync(self._kernel.invalidate_inode, inode, True)
+            except BaseException:
+                await self.release(fh)
+                raise
+        return pyfuse3.FileInfo(fh=fh, keep_cache=mode.keep_cache, direct_io=mode.direct_io)
 
     # pyfuse3 takes any contiguous buffer here (its stub says bytes): returning a
     # memoryview of the cached block saves a copy per request.
@@ -177,7 +212,9 @@ class Operations(pyfuse3.Operations):
     # sending FLUSH on every close (one request less per small file).
 
     async def release(self, fh: int) -> None:
-        self._files.pop(fh, None)
+        handle = self._files.pop(fh, None)
+        if handle is not None:
+            self._open_files.release(handle.inode, handle.version)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()

@@ -1,6 +1,6 @@
 """The metadata daemon assembled: namespace store, initial sync, membership,
-gRPC server, and optionally a periodic re-sync. Argument parsing stays in the
-command line; this module takes plain values.
+gRPC server, the periodic re-sync and refreshes of one path on demand.
+Argument parsing stays in the command line; this module takes plain values.
 """
 
 import logging
@@ -11,6 +11,8 @@ from dcfs.errors import ConfigError, DcfsError
 from dcfs.objstore.base import ObjectStore
 from dcfs.rpc import bind, make_server
 from metadata.membership import Membership
+from metadata.model import Attr
+from metadata.refresh import refresh_path
 from metadata.servicer import MetadataServicer
 from metadata.store import NamespaceStore
 from metadata.sync import SyncCancelled, SyncReport, sync_from_bucket
@@ -26,8 +28,9 @@ class MetadataServer:
     binds ``listen`` (``ConfigError`` if the port is taken, before any slow
     work), runs the initial sync (``BucketError`` propagates) and serves.
     ``sync_interval_s`` > 0 re-syncs in a background thread; a failed
-    re-sync is logged and retried at the next interval. The caller owns and
-    closes ``store``.
+    re-sync is logged and retried at the next interval. Each change stream
+    holds a server thread, so the pool has ``max_watchers`` threads on top
+    of ``max_workers``. The caller owns and closes ``store``.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class MetadataServer:
         store: ObjectStore,
         sync_interval_s: float = 0.0,
         max_workers: int = 16,
+        max_watchers: int = 256,
     ) -> None:
         if not 0 < block_size < 1 << 32:
             raise ConfigError(f"block size {block_size} is out of range")
@@ -57,9 +61,9 @@ class MetadataServer:
         self.node_timeout_s = node_timeout_s
         self.sync_interval_s = sync_interval_s
         self._objstore = store
-        self._max_workers = max_workers
+        self._max_watchers = max_watchers
         self._namespace: NamespaceStore | None = None
-        self._server = make_server(max_workers)
+        self._server = make_server(max_workers + max_watchers)
         self._stopping = threading.Event()
         self._resyncer: threading.Thread | None = None
         self.port = 0
@@ -89,6 +93,9 @@ class MetadataServer:
                 bucket_url=self.bucket_url,
                 endpoint_url=self.endpoint_url,
                 block_size=self.block_size,
+                refresh=self.refresh,
+                stopping=self._stopping,
+                max_watchers=self._max_watchers,
             )
             dcfs_pb2_grpc.add_MetadataServicer_to_server(servicer, self._server)
             self._server.start()
@@ -117,6 +124,13 @@ class MetadataServer:
         log.debug("sync: %s", report)
         return report
 
+    def refresh(self, path: str) -> Attr | None:
+        """Refresh one path now (a file, or a directory and what is under it);
+        its entry afterwards."""
+        attr = refresh_path(self.namespace, self._objstore, path)
+        log.debug("refreshed %r: %s", path, attr)
+        return attr
+
     def _resync_loop(self) -> None:
         while not self._stopping.wait(self.sync_interval_s):
             try:
@@ -142,6 +156,8 @@ class MetadataServer:
     def stop(self, grace_s: float | None = 1.0) -> None:
         """Stop serving (in-flight calls get ``grace_s``) and close the db."""
         self._stopping.set()
+        if self._namespace is not None:
+            self._namespace.wake()  # change streams see the stop
         self._server.stop(grace_s).wait()
         if self._resyncer is not None:
             self._resyncer.join()

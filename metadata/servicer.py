@@ -4,22 +4,30 @@ synchronous core answers, and domain outcomes become status codes only here.
 - NOT_FOUND: unknown inode, or no such name in the directory.
 - FAILED_PRECONDITION: Readdir on a file (ENOTDIR to a client).
 - INVALID_ARGUMENT: inode 0, a bad name ('', '.', '..', '/' or NUL in it,
-  longer than 255 bytes), a bad node id, address or capacity.
+  longer than 255 bytes), a bad path to refresh, a bad node id, address or
+  capacity.
+- RESOURCE_EXHAUSTED: more change streams than the service serves at once
+  (each holds a server thread); the client retries later.
+- Refresh's bucket errors map as :mod:`dcfs.rpcerrors` says.
 
 A Readdir ``limit`` of 0 means :data:`DEFAULT_READDIR_LIMIT`; larger limits are
 capped at :data:`MAX_READDIR_LIMIT` (the client pages on ``more`` anyway).
 """
 
+import threading
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import grpc
 
-from dcfs.errors import ConfigError
+from dcfs import rpcerrors
+from dcfs.errors import ConfigError, DcfsError
 from dcfs.rpc import parse_address
 from metadata.membership import Membership
 from metadata.model import Attr
 from metadata.store import NamespaceStore, NoSuchInode, NotADirectory
 from metadata.sync import MAX_NAME_BYTES
+from metadata.watch import follow
 from protos import dcfs_pb2, dcfs_pb2_grpc
 
 DEFAULT_READDIR_LIMIT = 1000
@@ -72,12 +80,18 @@ class MetadataServicer(dcfs_pb2_grpc.MetadataServicer):
         bucket_url: str,
         endpoint_url: str | None,
         block_size: int,
+        refresh: Callable[[str], Attr | None],
+        stopping: threading.Event,
+        max_watchers: int = 256,
     ) -> None:
         self._store = store
         self._membership = membership
         self._bucket_url = bucket_url
         self._endpoint_url = endpoint_url or ""
         self._block_size = block_size
+        self._refresh = refresh
+        self._stopping = stopping
+        self._watchers = threading.BoundedSemaphore(max_watchers)
 
     def Info(
         self, request: dcfs_pb2.InfoRequest, context: grpc.ServicerContext
@@ -173,3 +187,47 @@ class MetadataServicer(dcfs_pb2_grpc.MetadataServicer):
             ],
             epoch=epoch,
         )
+
+    def WatchChanges(
+        self, request: dcfs_pb2.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[dcfs_pb2.ChangeBatch]:
+        if not self._watchers.acquire(blocking=False):
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many change streams")
+        try:
+            context.add_callback(self._store.wake)  # a client that goes away ends the wait
+
+            def stop() -> bool:
+                return self._stopping.is_set() or not context.is_active()
+
+            since, namespace_id = request.since_generation, request.namespace_id
+            for batch in follow(self._store, since, namespace_id, stop):
+                yield dcfs_pb2.ChangeBatch(
+                    generation=batch.generation,
+                    changes=[
+                        dcfs_pb2.Change(
+                            kind=dcfs_pb2.Change.Kind.ValueType(c.kind),
+                            inode=c.inode,
+                            parent=c.parent,
+                            name=c.name,
+                        )
+                        for c in batch.changes
+                    ],
+                    reset=batch.reset,
+                    namespace_id=self._store.namespace_id,
+                )
+        finally:
+            self._watchers.release()
+
+    def Refresh(
+        self, request: dcfs_pb2.RefreshRequest, context: grpc.ServicerContext
+    ) -> dcfs_pb2.RefreshReply:
+        for name in request.path.split("/") if request.path else []:
+            _check_name(context, name, "path component")
+        try:
+            attr = self._refresh(request.path)
+        except DcfsError as exc:
+            rpcerrors.abort(context, exc)
+        reply = dcfs_pb2.RefreshReply(generation=self._store.generation)
+        if attr is not None:
+            reply.attr.CopyFrom(attr_to_pb(attr))
+        return reply

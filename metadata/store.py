@@ -1,6 +1,7 @@
-"""The namespace on lmdb: stable inode numbers, attributes and directory entries.
+"""The namespace on lmdb: stable inode numbers, attributes, directory entries
+and the log of their changes.
 
-One lmdb environment, five named databases:
+One lmdb environment, six named databases:
 
 - ``paths``: path -> inode. A path keeps its inode across restarts and
   re-syncs (the kernel and open file handles hold inode numbers). The row
@@ -9,24 +10,29 @@ One lmdb environment, five named databases:
   with every name the bucket ever had.
 - ``inodes``: inode -> :class:`Record`.
 - ``dirents``: parent + name -> child inode; ``readdir`` is a range scan.
-- ``meta``: counters (next inode, sync mark, generation, object/dir counts,
-  membership epoch).
+- ``changes``: the change log (:mod:`metadata.changelog`), bounded.
+- ``meta``: counters (next inode, sync mark, generation, log floor,
+  object/dir counts, membership epoch) and the namespace id.
 - ``members``: node id -> capacity + address, so a restarted service knows
   its cache nodes again.
 
-Reads open a short read transaction per call: lmdb readers never block the
-writer, so lookups keep flowing while a sync writes.
+Every write transaction that changes something visible bumps the generation
+and logs its changes in the same commit; waiters (change streams) are woken
+after the commit. Reads open a short read transaction per call: lmdb readers
+never block the writer, so lookups keep flowing while a sync writes.
 """
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import lmdb
 
 from dcfs.errors import ConfigError, DcfsError
+from metadata import changelog
 from metadata.model import (
     ROOT_INODE,
     Attr,
@@ -37,7 +43,7 @@ from metadata.model import (
     path_key,
     u64,
 )
-from metadata.writer import NamespaceWriter
+from metadata.writer import NamespaceWriter, Tables
 
 # Sparse: lmdb reserves address space, the file grows only as data is written.
 DEFAULT_MAP_SIZE = 64 << 30
@@ -58,8 +64,16 @@ class NamespaceStore:
     opened (permissions, not a directory, another lmdb format).
     """
 
-    def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(
+        self,
+        path: Path,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_log_rows: int = changelog.DEFAULT_MAX_ROWS,
+    ) -> None:
+        if max_log_rows < 1:
+            raise ValueError(f"max_log_rows must be at least 1, not {max_log_rows}")
         self.path = path
+        self._max_log_rows = max_log_rows
         try:
             path.mkdir(parents=True, exist_ok=True)
             self._env = lmdb.open(
@@ -67,23 +81,43 @@ class NamespaceStore:
             )
         except (OSError, lmdb.Error) as exc:
             raise ConfigError(f"cannot open the metadata db in {path}: {exc}") from None
-        self._meta = self._env.open_db(b"meta")
-        self._paths = self._env.open_db(b"paths")
-        self._inodes = self._env.open_db(b"inodes")
-        self._dirents = self._env.open_db(b"dirents")
-        self._members = self._env.open_db(b"members")
+        self._tables = Tables(
+            meta=self._env.open_db(b"meta"),
+            paths=self._env.open_db(b"paths"),
+            inodes=self._env.open_db(b"inodes"),
+            dirents=self._env.open_db(b"dirents"),
+            changes=self._env.open_db(b"changes"),
+            members=self._env.open_db(b"members"),
+        )
+        self._meta = self._tables.meta
+        self._inodes = self._tables.inodes
+        self._dirents = self._tables.dirents
+        self._members = self._tables.members
         self._sync_lock = threading.Lock()
-        self._init_root()
+        self._refresh_lock = threading.Lock()
+        self._published = threading.Condition()
+        self._closing = False
+        self.namespace_id, self._generation = self._init_root()
 
-    def _init_root(self) -> None:
+    def _init_root(self) -> tuple[str, int]:
         with self._env.begin(write=True) as txn:
             if txn.get(u64(ROOT_INODE), db=self._inodes) is None:
                 root = Record(0, True, 0, time.time_ns(), 0, "", "")
                 txn.put(u64(ROOT_INODE), root.pack(), db=self._inodes)
-                txn.put(path_key("", True), u64(ROOT_INODE), db=self._paths)
+                txn.put(path_key("", True), u64(ROOT_INODE), db=self._tables.paths)
                 txn.put(b"next_inode", u64(ROOT_INODE + 1), db=self._meta)
+            generation = _get_u64(txn, self._meta, b"generation")
+            if txn.get(b"log_floor", db=self._meta) is None:
+                # A db from before the change log: no history to replay.
+                txn.put(b"log_floor", u64(generation), db=self._meta)
+            raw = txn.get(b"namespace_id", db=self._meta)
+            if raw is None:
+                raw = uuid.uuid4().hex.encode()
+                txn.put(b"namespace_id", raw, db=self._meta)
+        return raw.decode(), generation
 
     def close(self) -> None:
+        self.wake(closing=True)
         self._env.close()
 
     def __enter__(self) -> "NamespaceStore":
@@ -147,15 +181,26 @@ class NamespaceStore:
         raw = txn.get(u64(inode), db=self._inodes)
         return None if raw is None else Record.unpack(raw).attr(inode)
 
+    def resolve(self, path: str) -> Attr | None:
+        """The entry at ``path`` ('a/b', "" for the root); None if there is none."""
+        with self._env.begin() as txn:
+            inode = ROOT_INODE
+            for name in path.split("/") if path else []:
+                child = txn.get(dirent_key(inode, name), db=self._dirents)
+                if child is None:
+                    return None
+                inode = from_u64(child)
+            return self._attr(txn, inode)
+
     def _counter(self, name: bytes) -> int:
         with self._env.begin() as txn:
-            raw = txn.get(name, db=self._meta)
-            return 0 if raw is None else from_u64(raw)
+            return _get_u64(txn, self._meta, name)
 
     @property
     def generation(self) -> int:
-        """Bumped by every sync that changed the namespace."""
-        return self._counter(b"generation")
+        """Bumped by every committed write that changed the namespace."""
+        with self._published:
+            return self._generation
 
     @property
     def object_count(self) -> int:
@@ -175,7 +220,12 @@ class NamespaceStore:
     def table_sizes(self) -> dict[str, int]:
         """Rows per table: for status output, and for tests that look for leaks."""
         with self._env.begin() as txn:
-            tables = {"paths": self._paths, "inodes": self._inodes, "dirents": self._dirents}
+            tables = {
+                "paths": self._tables.paths,
+                "inodes": self._inodes,
+                "dirents": self._dirents,
+                "changes": self._tables.changes,
+            }
             return {name: txn.stat(db)["entries"] for name, db in tables.items()}
 
     # ---- membership rows --------------------------------------------------
@@ -199,85 +249,92 @@ class NamespaceStore:
                 txn.put(node.node_id.encode(), value, db=self._members)
             txn.put(b"epoch", u64(epoch), db=self._meta)
 
-    # ---- sync side (used by metadata.sync) ----------------------------------
+    # ---- change log -------------------------------------------------------
+
+    def changes(self, start: bytes, limit: int) -> changelog.Page:
+        """Up to ``limit`` logged changes from log key ``start`` on
+        (:func:`changelog.first_key`), with the generation and floor they go with."""
+        with self._env.begin() as txn:
+            rows, next_key, full = changelog.read(txn, self._tables.changes, start, limit)
+            generation = _get_u64(txn, self._meta, b"generation")
+            floor = changelog.read_floor(txn, self._meta)
+        return changelog.Page(rows, next_key, full, generation, floor)
+
+    def wait_for_generation(
+        self, after: int, timeout_s: float, stop: Callable[[], bool] = lambda: False
+    ) -> int:
+        """Block until the generation passes ``after``, the store closes,
+        ``stop()`` holds (checked whenever :meth:`wake` is called) or
+        ``timeout_s`` passes; return the generation."""
+        with self._published:
+            self._published.wait_for(
+                lambda: self._generation > after or self._closing or stop(), timeout=timeout_s
+            )
+            return self._generation
+
+    def wake(self, closing: bool = False) -> None:
+        """Make every :meth:`wait_for_generation` check its ``stop`` again."""
+        with self._published:
+            self._closing = self._closing or closing
+            self._published.notify_all()
+
+    # ---- sync side (used by metadata.sync, metadata.sweep, metadata.refresh) ----
 
     @contextmanager
     def sync_session(self) -> Iterator[int]:
-        """One sync at a time; yields the sync's new mark (persisted first, so a
-        sync that dies halfway never shares a mark with the next one)."""
+        """One full sync at a time; yields the sync's new mark."""
         with self._sync_lock:
-            with self._env.begin(write=True) as txn:
-                raw = txn.get(b"mark", db=self._meta)
-                mark = (0 if raw is None else from_u64(raw)) + 1
-                txn.put(b"mark", u64(mark), db=self._meta)
-            yield mark
+            yield self._new_mark()
+
+    @contextmanager
+    def refresh_session(self) -> Iterator[int]:
+        """One refresh of a path at a time, beside a full sync; yields its mark,
+        newer than the running full sync's."""
+        with self._refresh_lock:
+            yield self._new_mark()
+
+    def _new_mark(self) -> int:
+        """Persisted first, so a sync that dies halfway never shares a mark
+        with the next one."""
+        with self._env.begin(write=True) as txn:
+            mark = _get_u64(txn, self._meta, b"mark") + 1
+            txn.put(b"mark", u64(mark), db=self._meta)
+        return mark
 
     @contextmanager
     def writer(self, mark: int) -> Iterator[NamespaceWriter]:
-        """One write transaction, committed on a clean exit, aborted otherwise."""
+        """One write transaction, committed on a clean exit, aborted otherwise.
+        If it changed anything visible, it bumps the generation and logs the
+        changes in the same commit."""
+        generation = 0
         with self._env.begin(write=True) as txn:
-            yield NamespaceWriter(
-                txn,
-                mark,
-                meta=self._meta,
-                paths=self._paths,
-                inodes=self._inodes,
-                dirents=self._dirents,
-            )
+            writer = NamespaceWriter(txn, mark, self._tables)
+            yield writer
+            if writer.changes:
+                generation = _get_u64(txn, self._meta, b"generation") + 1
+                txn.put(b"generation", u64(generation), db=self._meta)
+                changelog.append(
+                    txn,
+                    self._tables.changes,
+                    self._meta,
+                    generation,
+                    writer.changes,
+                    self._max_log_rows,
+                )
+        if generation:
+            with self._published:
+                # Another writer may have committed (and announced) a later one.
+                self._generation = max(self._generation, generation)
+                self._published.notify_all()
 
-    def sweep(self, mark: int, batch: int) -> tuple[int, int]:
-        """Delete every entry the sync ``mark`` did not see, ``batch`` records
-        per write transaction. Returns (files, directories) deleted.
-
-        Ancestors are marked with every entry, so an unmarked directory has
-        only unmarked children: nothing is orphaned.
-        """
-        files = dirs = 0
-        start = ROOT_INODE + 1
-        while True:
-            with self._env.begin(write=True) as txn:
-                cursor = txn.cursor(db=self._inodes)
-                scanned = 0
-                victims: list[tuple[bytes, Record]] = []
-                if cursor.set_range(u64(start)):
-                    for key, value in cursor:
-                        scanned += 1
-                        record = Record.unpack(value)
-                        if record.mark != mark:
-                            victims.append((key, record))
-                        if scanned == batch:
-                            start = from_u64(key) + 1
-                            break
-                for key, record in victims:
-                    txn.delete(key, db=self._inodes)
-                    pkey = path_key(record.path, record.is_dir)
-                    if txn.get(pkey, db=self._paths) == key:
-                        txn.delete(pkey, db=self._paths)
-                    dkey = dirent_key(record.parent, record.name)
-                    if txn.get(dkey, db=self._dirents) == key:
-                        txn.delete(dkey, db=self._dirents)
-                    if record.is_dir:
-                        dirs += 1
-                    else:
-                        files += 1
-            if scanned < batch:
-                return files, dirs
-
-    def finish_sync(self, *, objects: int, dirs: int, skipped: int, changed: bool) -> int:
-        """Record the counts; bump and return the generation if anything changed."""
+    def finish_sync(self, *, objects: int, dirs: int, skipped: int) -> None:
+        """Record the counts of a full sync."""
         with self._env.begin(write=True) as txn:
-            raw = txn.get(b"generation", db=self._meta)
-            generation = (0 if raw is None else from_u64(raw)) + int(changed)
-            txn.put(b"generation", u64(generation), db=self._meta)
             txn.put(b"objects", u64(objects), db=self._meta)
             txn.put(b"dirs", u64(dirs), db=self._meta)
             txn.put(b"skipped", u64(skipped), db=self._meta)
-        return generation
 
-    def bump_generation(self) -> int:
-        """After a sync that failed halfway: what it committed is visible, say so."""
-        with self._env.begin(write=True) as txn:
-            raw = txn.get(b"generation", db=self._meta)
-            generation = (0 if raw is None else from_u64(raw)) + 1
-            txn.put(b"generation", u64(generation), db=self._meta)
-        return generation
+
+def _get_u64(txn: "lmdb.Transaction[bytes]", db: "lmdb._Database", key: bytes) -> int:
+    raw = txn.get(key, db=db)
+    return 0 if raw is None else from_u64(raw)

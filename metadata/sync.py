@@ -10,6 +10,10 @@ a listing that fails halfway must not delete what it did not reach.
 Directories are key prefixes: 'a/b/c.bin' makes directories 'a' and 'a/b'
 and the file 'c.bin'; a key ending in '/' is a directory marker. Keys that
 cannot be paths are skipped and counted.
+
+The result does not depend on the listing's order (SeaweedFS, for one, lists
+a directory's keys at its bare name: 'a/b' before 'a-b'); key order only
+spares a file/directory name conflict some churn in the change log.
 """
 
 import itertools
@@ -17,12 +21,14 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dcfs.errors import DcfsError
 from dcfs.objstore.base import ObjectInfo, ObjectStore
 from metadata.model import ROOT_INODE
 from metadata.store import NamespaceStore
+from metadata.sweep import sweep_all
 from metadata.writer import Change, NamespaceWriter
 
 log = logging.getLogger("dcfs.metadata")
@@ -88,7 +94,7 @@ class _Deferred:
     info: ObjectInfo
 
 
-class _Apply:
+class ListingState:
     """Per-sync state that crosses chunk boundaries, all bounded by key depth.
 
     ``stack`` is the chain of directories marked for the previous key: sorted
@@ -170,6 +176,30 @@ class _Apply:
         return parent
 
 
+def apply_listing(
+    store: NamespaceStore,
+    mark: int,
+    listing: Iterable[ObjectInfo],
+    batch: int,
+    cancel: threading.Event | None = None,
+) -> ListingState:
+    """Apply ``listing`` with ``mark``, ``batch`` objects per write transaction,
+    the listing read with no transaction open. Raises :class:`SyncCancelled`
+    when ``cancel`` is set (checked between chunks)."""
+    state = ListingState()
+    objects = iter(listing)
+    while chunk := list(itertools.islice(objects, batch)):
+        if cancel is not None and cancel.is_set():
+            raise SyncCancelled("sync cancelled")
+        with store.writer(mark) as writer:
+            for info in chunk:
+                state.apply(writer, info)
+    if state.pending:
+        with store.writer(mark) as writer:
+            state.settle(writer, None)
+    return state
+
+
 def sync_from_bucket(
     store: NamespaceStore,
     objstore: ObjectStore,
@@ -178,38 +208,19 @@ def sync_from_bucket(
 ) -> SyncReport:
     """List the whole bucket into ``store``. A bucket error (or ``cancel``
     being set, checked between chunks: :class:`SyncCancelled`) propagates;
-    the chunks applied so far stay committed and nothing is swept."""
+    the chunks applied so far stay committed (and announced: each commit
+    that changed something bumps the generation) and nothing is swept."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, not {batch}")
     started = time.monotonic()
-    state = _Apply()
-    dirty = False
     with store.sync_session() as mark:
         listing = objstore.list("", page_size=min(batch, 1000))
-        try:
-            while chunk := list(itertools.islice(listing, batch)):
-                if cancel is not None and cancel.is_set():
-                    raise SyncCancelled("sync cancelled")
-                with store.writer(mark) as writer:
-                    for info in chunk:
-                        state.apply(writer, info)
-                dirty = dirty or writer.dirty
-            if state.pending:
-                with store.writer(mark) as writer:
-                    state.settle(writer, None)
-                dirty = dirty or writer.dirty
-        except BaseException:
-            if dirty:
-                store.bump_generation()
-            raise
-        deleted, dirs_deleted = store.sweep(mark, batch)
+        state = apply_listing(store, mark, listing, batch, cancel)
+        deleted, _ = sweep_all(store, mark, batch)
         counts = state.counts
         objects = counts["added"] + counts["changed"] + counts["same"]
-        changed = dirty or deleted > 0 or dirs_deleted > 0
         skipped_before = store.skipped_count
-        generation = store.finish_sync(
-            objects=objects, dirs=counts["dirs"], skipped=counts["skipped"], changed=changed
-        )
+        store.finish_sync(objects=objects, dirs=counts["dirs"], skipped=counts["skipped"])
     if state.examples:
         # Once, not at every periodic re-sync of the same bucket.
         level = logging.DEBUG if counts["skipped"] == skipped_before else logging.WARNING
@@ -226,6 +237,6 @@ def sync_from_bucket(
         skipped=counts["skipped"],
         objects=objects,
         dirs=counts["dirs"],
-        generation=generation,
+        generation=store.generation,
         duration_s=time.monotonic() - started,
     )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/dcfs.proto\x12\x04\x64\x63\x66s\"`\n\x04\x41ttr\x12\r\n\x05inode\x18\x01 \x01(\x04\x12\x0e\n\x06is_dir\x18\x02 \x01(\x08\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x04 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x0b\n\x03key\x18\x06 \x01(\t\"-\n\rLookupRequest\x12\x0e\n\x06parent\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x1f\n\x0eGetattrRequest\x12\r\n\x05inode\x18\x01 \x01(\x04\"%\n\tAttrReply\x12\x18\n\x04\x61ttr\x18\x01 \x01(\x0b\x32\n.dcfs.Attr\"C\n\x0eReaddirRequest\x12\r\n\x05inode\x18\x01 \x01(\x04\x12\x13\n\x0bstart_after\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"2\n\x08\x44irEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x04\x61ttr\x18\x02 \x01(\x0b\x32\n.dcfs.Attr\"=\n\x0cReaddirReply\x12\x1f\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0e.dcfs.DirEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\r\n\x0bInfoRequest\"n\n\tInfoReply\x12\x12\n\nbucket_url\x18\x01 \x01(\t\x12\x14\n\x0c\x65ndpoint_url\x18\x02 \x01(\t\x12\x12\n\nblock_size\x18\x03 \x01(\r\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12\x0f\n\x07objects\x18\x05 \x01(\x04\">\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x04\"+\n\x0bJoinRequest\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.dcfs.NodeInfo\"*\n\tJoinReply\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\r\"#\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x1f\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\"\x1f\n\x0cLeaveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x0c\n\nLeaveReply\"\x10\n\x0eMembersRequest\"<\n\x0cMembersReply\x12\x1d\n\x05nodes\x18\x01 \x03(\x0b\x32\x0e.dcfs.NodeInfo\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\"]\n\x08\x42lockRef\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x13\n\x0bobject_size\x18\x03 \x01(\x04\x12\r\n\x05index\x18\x04 \x01(\r\x12\x12\n\nblock_size\x18\x05 \x01(\r\"1\n\x10ReadBlockRequest\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.dcfs.BlockRef\"=\n\x0eReadBlockReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x02 \x01(\r\x12\x0e\n\x06source\x18\x03 \x01(\t\"\x0e\n\x0cStatsRequest\"\xb7\x01\n\tTierStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04hits\x18\x02 \x01(\x04\x12\x0e\n\x06misses\x18\x03 \x01(\x04\x12\x14\n\x0c\x62ytes_served\x18\x04 \x01(\x04\x12\x11\n\tevictions\x18\x05 \x01(\x04\x12\x19\n\x11\x63hecksum_failures\x18\x06 \x01(\x04\x12\x12\n\nused_bytes\x18\x07 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x08 \x01(\x04\x12\x0e\n\x06\x62locks\x18\t \x01(\x04\"k\n\nStatsReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1e\n\x05tiers\x18\x02 \x03(\x0b\x32\x0f.dcfs.TierStats\x12\x16\n\x0e\x62ucket_fetches\x18\x03 \x01(\x04\x12\x14\n\x0c\x62ucket_bytes\x18\x04 \x01(\x04\"1\n\x10WarmBlockRequest\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.dcfs.BlockRef\"/\n\x0eWarmBlockReply\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x32\x98\x03\n\x08Metadata\x12*\n\x04Info\x12\x11.dcfs.InfoRequest\x1a\x0f.dcfs.InfoReply\x12.\n\x06Lookup\x12\x13.dcfs.LookupRequest\x1a\x0f.dcfs.AttrReply\x12\x30\n\x07Getattr\x12\x14.dcfs.GetattrRequest\x1a\x0f.dcfs.AttrReply\x12\x33\n\x07Readdir\x12\x14.dcfs.ReaddirRequest\x1a\x12.dcfs.ReaddirReply\x12*\n\x04Join\x12\x11.dcfs.JoinRequest\x1a\x0f.dcfs.JoinReply\x12\x39\n\tHeartbeat\x12\x16.dcfs.HeartbeatRequest\x1a\x14.dcfs.HeartbeatReply\x12-\n\x05Leave\x12\x12.dcfs.LeaveRequest\x1a\x10.dcfs.LeaveReply\x12\x33\n\x07Members\x12\x14.dcfs.MembersRequest\x1a\x12.dcfs.MembersReply2\xb0\x01\n\tCacheNode\x12\x39\n\tReadBlock\x12\x16.dcfs.ReadBlockRequest\x1a\x14.dcfs.ReadBlockReply\x12-\n\x05Stats\x12\x12.dcfs.StatsRequest\x1a\x10.dcfs.StatsReply\x12\x39\n\tWarmBlock\x12\x16.dcfs.WarmBlockRequest\x1a\x14.dcfs.WarmBlockReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/dcfs.proto\x12\x04\x64\x63\x66s\"`\n\x04\x41ttr\x12\r\n\x05inode\x18\x01 \x01(\x04\x12\x0e\n\x06is_dir\x18\x02 \x01(\x08\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x04 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x0b\n\x03key\x18\x06 \x01(\t\"-\n\rLookupRequest\x12\x0e\n\x06parent\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x1f\n\x0eGetattrRequest\x12\r\n\x05inode\x18\x01 \x01(\x04\"%\n\tAttrReply\x12\x18\n\x04\x61ttr\x18\x01 \x01(\x0b\x32\n.dcfs.Attr\"C\n\x0eReaddirRequest\x12\r\n\x05inode\x18\x01 \x01(\x04\x12\x13\n\x0bstart_after\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"2\n\x08\x44irEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x04\x61ttr\x18\x02 \x01(\x0b\x32\n.dcfs.Attr\"=\n\x0cReaddirReply\x12\x1f\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0e.dcfs.DirEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\r\n\x0bInfoRequest\"n\n\tInfoReply\x12\x12\n\nbucket_url\x18\x01 \x01(\t\x12\x14\n\x0c\x65ndpoint_url\x18\x02 \x01(\t\x12\x12\n\nblock_size\x18\x03 \x01(\r\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12\x0f\n\x07objects\x18\x05 \x01(\x04\">\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x04\"+\n\x0bJoinRequest\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.dcfs.NodeInfo\"*\n\tJoinReply\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\r\"#\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x1f\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\"\x1f\n\x0cLeaveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x0c\n\nLeaveReply\"\x10\n\x0eMembersRequest\"<\n\x0cMembersReply\x12\x1d\n\x05nodes\x18\x01 \x03(\x0b\x32\x0e.dcfs.NodeInfo\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\">\n\x0cWatchRequest\x12\x18\n\x10since_generation\x18\x01 \x01(\x04\x12\x14\n\x0cnamespace_id\x18\x02 \x01(\t\"\x83\x01\n\x06\x43hange\x12\x1f\n\x04kind\x18\x01 \x01(\x0e\x32\x11.dcfs.Change.Kind\x12\r\n\x05inode\x18\x02 \x01(\x04\x12\x0e\n\x06parent\x18\x03 \x01(\x04\x12\x0c\n\x04name\x18\x04 \x01(\t\"+\n\x04Kind\x12\t\n\x05\x41\x44\x44\x45\x44\x10\x00\x12\x0b\n\x07\x43HANGED\x10\x01\x12\x0b\n\x07\x44\x45LETED\x10\x02\"e\n\x0b\x43hangeBatch\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x1d\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x0c.dcfs.Change\x12\r\n\x05reset\x18\x03 \x01(\x08\x12\x14\n\x0cnamespace_id\x18\x04 \x01(\t\"\x1e\n\x0eRefreshRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"<\n\x0cRefreshReply\x12\x18\n\x04\x61ttr\x18\x01 \x01(\x0b\x32\n.dcfs.Attr\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"]\n\x08\x42lockRef\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x13\n\x0bobject_size\x18\x03 \x01(\x04\x12\r\n\x05index\x18\x04 \x01(\r\x12\x12\n\nblock_size\x18\x05 \x01(\r\"1\n\x10ReadBlockRequest\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.dcfs.BlockRef\"=\n\x0eReadBlockReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x02 \x01(\r\x12\x0e\n\x06source\x18\x03 \x01(\t\"\x0e\n\x0cStatsRequest\"\xb7\x01\n\tTierStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04hits\x18\x02 \x01(\x04\x12\x0e\n\x06misses\x18\x03 \x01(\x04\x12\x14\n\x0c\x62ytes_served\x18\x04 \x01(\x04\x12\x11\n\tevictions\x18\x05 \x01(\x04\x12\x19\n\x11\x63hecksum_failures\x18\x06 \x01(\x04\x12\x12\n\nused_bytes\x18\x07 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x08 \x01(\x04\x12\x0e\n\x06\x62locks\x18\t \x01(\x04\"k\n\nStatsReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1e\n\x05tiers\x18\x02 \x03(\x0b\x32\x0f.dcfs.TierStats\x12\x16\n\x0e\x62ucket_fetches\x18\x03 \x01(\x04\x12\x14\n\x0c\x62ucket_bytes\x18\x04 \x01(\x04\"1\n\x10WarmBlockRequest\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.dcfs.BlockRef\"/\n\x0eWarmBlockReply\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x32\x86\x04\n\x08Metadata\x12*\n\x04Info\x12\x11.dcfs.InfoRequest\x1a\x0f.dcfs.InfoReply\x12.\n\x06Lookup\x12\x13.dcfs.LookupRequest\x1a\x0f.dcfs.AttrReply\x12\x30\n\x07Getattr\x12\x14.dcfs.GetattrRequest\x1a\x0f.dcfs.AttrReply\x12\x33\n\x07Readdir\x12\x14.dcfs.ReaddirRequest\x1a\x12.dcfs.ReaddirReply\x12*\n\x04Join\x12\x11.dcfs.JoinRequest\x1a\x0f.dcfs.JoinReply\x12\x39\n\tHeartbeat\x12\x16.dcfs.HeartbeatRequest\x1a\x14.dcfs.HeartbeatReply\x12-\n\x05Leave\x12\x12.dcfs.LeaveRequest\x1a\x10.dcfs.LeaveReply\x12\x33\n\x07Members\x12\x14.dcfs.MembersRequest\x1a\x12.dcfs.MembersReply\x12\x37\n\x0cWatchChanges\x12\x12.dcfs.WatchRequest\x1a\x11.dcfs.ChangeBatch0\x01\x12\x33\n\x07Refresh\x12\x14.dcfs.RefreshRequest\x1a\x12.dcfs.RefreshReply2\xb0\x01\n\tCacheNode\x12\x39\n\tReadBlock\x12\x16.dcfs.ReadBlockRequest\x1a\x14.dcfs.ReadBlockReply\x12-\n\x05Stats\x12\x12.dcfs.StatsRequest\x1a\x10.dcfs.StatsReply\x12\x39\n\tWarmBlock\x12\x16.dcfs.WarmBlockRequest\x1a\x14.dcfs.WarmBlockReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,24 +67,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERSREQUEST']._serialized_end=841
   _globals['_MEMBERSREPLY']._serialized_start=843
   _globals['_MEMBERSREPLY']._serialized_end=903
-  _globals['_BLOCKREF']._serialized_start=905
-  _globals['_BLOCKREF']._serialized_end=998
-  _globals['_READBLOCKREQUEST']._serialized_start=1000
-  _globals['_READBLOCKREQUEST']._serialized_end=1049
-  _globals['_READBLOCKREPLY']._serialized_start=1051
-  _globals['_READBLOCKREPLY']._serialized_end=1112
-  _globals['_STATSREQUEST']._serialized_start=1114
-  _globals['_STATSREQUEST']._serialized_end=1128
-  _globals['_TIERSTATS']._serialized_start=1131
-  _globals['_TIERSTATS']._serialized_end=1314
-  _globals['_STATSREPLY']._serialized_start=1316
-  _globals['_STATSREPLY']._serialized_end=1423
-  _globals['_WARMBLOCKREQUEST']._serialized_start=1425
-  _globals['_WARMBLOCKREQUEST']._serialized_end=1474
-  _globals['_WARMBLOCKREPLY']._serialized_start=1476
-  _globals['_WARMBLOCKREPLY']._serialized_end=1523
-  _globals['_METADATA']._serialized_start=1526
-  _globals['_METADATA']._serialized_end=1934
-  _globals['_CACHENODE']._serialized_start=1937
-  _globals['_CACHENODE']._serialized_end=2113
+  _globals['_WATCHREQUEST']._serialized_start=905
+  _globals['_WATCHREQUEST']._serialized_end=967
+  _globals['_CHANGE']._serialized_start=970
+  _globals['_CHANGE']._serialized_end=1101
+  _globals['_CHANGE_KIND']._serialized_start=1058
+  _globals['_CHANGE_KIND']._serialized_end=1101
+  _globals['_CHANGEBATCH']._serialized_start=1103
+  _globals['_CHANGEBATCH']._serialized_end=1204
+  _globals['_REFRESHREQUEST']._serialized_start=1206
+  _globals['_REFRESHREQUEST']._serialized_end=1236
+  _globals['_REFRESHREPLY']._serialized_start=1238
+  _globals['_REFRESHREPLY']._serialized_end=1298
+  _globals['_BLOCKREF']._serialized_start=1300
+  _globals['_BLOCKREF']._serialized_end=1393
+  _globals['_READBLOCKREQUEST']._serialized_start=1395
+  _globals['_READBLOCKREQUEST']._serialized_end=1444
+  _globals['_READBLOCKREPLY']._serialized_start=1446
+  _globals['_READBLOCKREPLY']._serialized_end=1507
+  _globals['_STATSREQUEST']._serialized_start=1509
+  _globals['_STATSREQUEST']._serialized_end=1523
+  _globals['_TIERSTATS']._serialized_start=1526
+  _globals['_TIERSTATS']._serialized_end=1709
+  _globals['_STATSREPLY']._serialized_start=1711
+  _globals['_STATSREPLY']._serialized_end=1818
+  _globals['_WARMBLOCKREQUEST']._serialized_start=1820
+  _globals['_WARMBLOCKREQUEST']._serialized_end=1869
+  _globals['_WARMBLOCKREPLY']._serialized_start=1871
+  _globals['_WARMBLOCKREPLY']._serialized_end=1918
+  _globals['_METADATA']._serialized_start=1921
+  _globals['_METADATA']._serialized_end=2439
+  _globals['_CACHENODE']._serialized_start=2442
+  _globals['_CACHENODE']._serialized_end=2618
 # @@protoc_insertion_point(module_scope)

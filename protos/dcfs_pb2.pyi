@@ -10,6 +10,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -422,6 +423,167 @@ class MembersReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MembersReply: _TypeAlias = MembersReply  # noqa: Y015
+
+@_typing.final
+class WatchRequest(_message.Message):
+    """---- namespace changes --------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_GENERATION_FIELD_NUMBER: _builtins.int
+    NAMESPACE_ID_FIELD_NUMBER: _builtins.int
+    since_generation: _builtins.int
+    """The generation the client's caches reflect (Info.generation when it
+    started, then the last ChangeBatch.generation it applied).
+    """
+    namespace_id: _builtins.str
+    """The namespace_id of the last ChangeBatch ("" at first): another one
+    means another database, whose inode numbers mean other files.
+    """
+    def __init__(
+        self,
+        *,
+        since_generation: _builtins.int = ...,
+        namespace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace_id", b"namespace_id", "since_generation", b"since_generation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+
+@_typing.final
+class Change(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Change._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        ADDED: Change._Kind.ValueType  # 0
+        """A new directory entry (the name may have meant another inode before)."""
+        CHANGED: Change._Kind.ValueType  # 1
+        """Same inode, new attributes (size, mtime, etag): a new object version."""
+        DELETED: Change._Kind.ValueType  # 2
+        """The entry is gone."""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    ADDED: Change.Kind.ValueType  # 0
+    """A new directory entry (the name may have meant another inode before)."""
+    CHANGED: Change.Kind.ValueType  # 1
+    """Same inode, new attributes (size, mtime, etag): a new object version."""
+    DELETED: Change.Kind.ValueType  # 2
+    """The entry is gone."""
+
+    KIND_FIELD_NUMBER: _builtins.int
+    INODE_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    kind: Global___Change.Kind.ValueType
+    inode: _builtins.int
+    parent: _builtins.int
+    """The entry's directory and name."""
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: Global___Change.Kind.ValueType = ...,
+        inode: _builtins.int = ...,
+        parent: _builtins.int = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inode", b"inode", "kind", b"kind", "name", b"name", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Change: _TypeAlias = Change  # noqa: Y015
+
+@_typing.final
+class ChangeBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GENERATION_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
+    NAMESPACE_ID_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The client is up to date with this generation once it applied the batch."""
+    reset: _builtins.bool
+    """The changes since the client's generation are not known any more (it
+    fell behind the bounded change log, or the database is another one):
+    drop every cached name and attribute.
+    """
+    namespace_id: _builtins.str
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Change]: ...
+    def __init__(
+        self,
+        *,
+        generation: _builtins.int = ...,
+        changes: _abc.Iterable[Global___Change] | None = ...,
+        reset: _builtins.bool = ...,
+        namespace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "generation", b"generation", "namespace_id", b"namespace_id", "reset", b"reset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeBatch: _TypeAlias = ChangeBatch  # noqa: Y015
+
+@_typing.final
+class RefreshRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """A path relative to the bucket root: a file, or a directory and
+    everything under it; "" is the whole bucket.
+    """
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshRequest: _TypeAlias = RefreshRequest  # noqa: Y015
+
+@_typing.final
+class RefreshReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTR_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    @_builtins.property
+    def attr(self) -> Global___Attr:
+        """The entry at the path after the refresh; unset when there is none."""
+
+    def __init__(
+        self,
+        *,
+        attr: Global___Attr | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attr", b"attr"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attr", b"attr", "generation", b"generation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshReply: _TypeAlias = RefreshReply  # noqa: Y015
 
 @_typing.final
 class BlockRef(_message.Message):

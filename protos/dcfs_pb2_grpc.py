@@ -74,6 +74,16 @@ class MetadataStub:
                 request_serializer=protos_dot_dcfs__pb2.MembersRequest.SerializeToString,
                 response_deserializer=protos_dot_dcfs__pb2.MembersReply.FromString,
                 _registered_method=True)
+        self.WatchChanges = channel.unary_stream(
+                '/dcfs.Metadata/WatchChanges',
+                request_serializer=protos_dot_dcfs__pb2.WatchRequest.SerializeToString,
+                response_deserializer=protos_dot_dcfs__pb2.ChangeBatch.FromString,
+                _registered_method=True)
+        self.Refresh = channel.unary_unary(
+                '/dcfs.Metadata/Refresh',
+                request_serializer=protos_dot_dcfs__pb2.RefreshRequest.SerializeToString,
+                response_deserializer=protos_dot_dcfs__pb2.RefreshReply.FromString,
+                _registered_method=True)
 
 
 class MetadataServicer:
@@ -127,6 +137,21 @@ class MetadataServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchChanges(self, request, context):
+        """The namespace's changes after a generation, then as they happen; an
+        empty batch now and then on an idle stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Refresh(self, request, context):
+        """Bring one path in line with the bucket now, between periodic syncs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetadataServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +194,16 @@ def add_MetadataServicer_to_server(servicer, server):
                     servicer.Members,
                     request_deserializer=protos_dot_dcfs__pb2.MembersRequest.FromString,
                     response_serializer=protos_dot_dcfs__pb2.MembersReply.SerializeToString,
+            ),
+            'WatchChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchChanges,
+                    request_deserializer=protos_dot_dcfs__pb2.WatchRequest.FromString,
+                    response_serializer=protos_dot_dcfs__pb2.ChangeBatch.SerializeToString,
+            ),
+            'Refresh': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refresh,
+                    request_deserializer=protos_dot_dcfs__pb2.RefreshRequest.FromString,
+                    response_serializer=protos_dot_dcfs__pb2.RefreshReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +422,60 @@ class Metadata:
             '/dcfs.Metadata/Members',
             protos_dot_dcfs__pb2.MembersRequest.SerializeToString,
             protos_dot_dcfs__pb2.MembersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dcfs.Metadata/WatchChanges',
+            protos_dot_dcfs__pb2.WatchRequest.SerializeToString,
+            protos_dot_dcfs__pb2.ChangeBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refresh(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcfs.Metadata/Refresh',
+            protos_dot_dcfs__pb2.RefreshRequest.SerializeToString,
+            protos_dot_dcfs__pb2.RefreshReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,12 @@ class MetadataStub:
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.HeartbeatRequest, _dcfs_pb2.HeartbeatReply]
     Leave: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.LeaveRequest, _dcfs_pb2.LeaveReply]
     Members: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.MembersRequest, _dcfs_pb2.MembersReply]
+    WatchChanges: _grpc.UnaryStreamMultiCallable[_dcfs_pb2.WatchRequest, _dcfs_pb2.ChangeBatch]
+    """The namespace's changes after a generation, then as they happen; an
+    empty batch now and then on an idle stream.
+    """
+    Refresh: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.RefreshRequest, _dcfs_pb2.RefreshReply]
+    """Bring one path in line with the bucket now, between periodic syncs."""
 
 @_typing.type_check_only
 class MetadataAsyncStub(MetadataStub):
@@ -54,6 +60,12 @@ class MetadataAsyncStub(MetadataStub):
     Heartbeat: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.HeartbeatRequest, _dcfs_pb2.HeartbeatReply]  # type: ignore[assignment]
     Leave: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.LeaveRequest, _dcfs_pb2.LeaveReply]  # type: ignore[assignment]
     Members: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.MembersRequest, _dcfs_pb2.MembersReply]  # type: ignore[assignment]
+    WatchChanges: _aio.UnaryStreamMultiCallable[_dcfs_pb2.WatchRequest, _dcfs_pb2.ChangeBatch]  # type: ignore[assignment]
+    """The namespace's changes after a generation, then as they happen; an
+    empty batch now and then on an idle stream.
+    """
+    Refresh: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.RefreshRequest, _dcfs_pb2.RefreshReply]  # type: ignore[assignment]
+    """Bring one path in line with the bucket now, between periodic syncs."""
 
 class MetadataServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -111,6 +123,24 @@ class MetadataServicer(metaclass=_abc_1.ABCMeta):
         request: _dcfs_pb2.MembersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dcfs_pb2.MembersReply, _abc.Awaitable[_dcfs_pb2.MembersReply]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchChanges(
+        self,
+        request: _dcfs_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_dcfs_pb2.ChangeBatch], _abc.AsyncIterator[_dcfs_pb2.ChangeBatch]]:
+        """The namespace's changes after a generation, then as they happen; an
+        empty batch now and then on an idle stream.
+        """
+
+    @_abc_1.abstractmethod
+    def Refresh(
+        self,
+        request: _dcfs_pb2.RefreshRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dcfs_pb2.RefreshReply, _abc.Awaitable[_dcfs_pb2.RefreshReply]]:
+        """Bring one path in line with the bucket now, between periodic syncs."""
 
 def add_MetadataServicer_to_server(servicer: MetadataServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

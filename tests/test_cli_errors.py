@@ -28,7 +28,7 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) 
 
 
 def test_help_explains_every_command() -> None:
-    for command in ["up", "metadata", "cachenode", "mount", "status", "bench"]:
+    for command in ["up", "metadata", "cachenode", "mount", "status", "refresh", "bench"]:
         result = dcfs(command, "--help")
         assert result.returncode == 0
         assert "usage: dcfs " + command in result.stdout
@@ -113,6 +113,14 @@ def test_unreachable_metadata_service(tmp_path: Path) -> None:
         "unreachable",
     )
     assert_clean_error(dcfs("status", f"127.0.0.1:{port}"), "unreachable")
+
+
+def test_bad_refresh_and_consistency_arguments() -> None:
+    assert_clean_error(dcfs("refresh", f"127.0.0.1:{rpc.free_port()}", "a/b"), "UNAVAILABLE")
+    assert_clean_error(
+        dcfs("metadata", "--bucket", "file:///", "--refresh-interval", "-1"), "0 or more"
+    )
+    assert_clean_error(dcfs("mount", "127.0.0.1:1", "/", "--consistency", "always"), "choose from")
 
 
 def test_missing_mount_point(tmp_path: Path) -> None:

@@ -29,12 +29,20 @@ def address_arg(text: str) -> str:
 
 
 def seconds_arg(text: str) -> float:
+    value = interval_arg(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def interval_arg(text: str) -> float:
+    """Seconds, where 0 means "never"."""
     try:
         value = float(text.removesuffix("s"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
     return value
 
 

@@ -14,6 +14,7 @@ from dcfs.cli.common import (
     Subparsers,
     add_command,
     address_arg,
+    interval_arg,
     seconds_arg,
     size_arg,
     wait_for_signal,
@@ -55,6 +56,13 @@ def register(commands: Subparsers) -> None:
         type=seconds_arg,
         default=6.0,
         help="seconds without a heartbeat before a cache node is dropped",
+    )
+    p.add_argument(
+        "--refresh-interval",
+        type=interval_arg,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between syncs of the namespace with the bucket (0: only at start)",
     )
 
     p = add_command(commands, "cachenode", "run a cache node daemon", run_cachenode)
@@ -119,6 +127,14 @@ def register(commands: Subparsers) -> None:
         default="4MiB",
         help="kernel readahead of the mount (larger means larger reads)",
     )
+    p.add_argument(
+        "--consistency",
+        choices=["interval", "open"],
+        default="interval",
+        help="interval: changes to the bucket show after the metadata service's next "
+        "refresh; open: every open also checks the object's version with the bucket "
+        "(one HEAD request)",
+    )
     p.add_argument("--allow-other", action="store_true", help="let other users read the mount")
     p.add_argument(
         "--foreground",
@@ -147,6 +163,7 @@ def run_metadata(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         node_timeout_s=args.node_timeout,
         store=store,
+        sync_interval_s=args.refresh_interval,
     )
     server.start()
     signum = wait_for_signal()
@@ -191,6 +208,7 @@ def run_mount_command(args: argparse.Namespace) -> int:
         hedge_after_s=args.hedge_after,
         read_ahead_kb=args.read_ahead // 1024,
         allow_other=args.allow_other,
+        consistency=args.consistency,
     )
     ready_fd: int | None = args.ready_fd
 

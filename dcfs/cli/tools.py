@@ -1,4 +1,4 @@
-"""``dcfs status`` and ``dcfs bench``."""
+"""``dcfs status``, ``dcfs refresh`` and ``dcfs bench``."""
 
 import argparse
 from pathlib import Path
@@ -10,7 +10,7 @@ from dcfs.bench import report, runner
 from dcfs.bench.tiers import cluster_counters
 from dcfs.cli.common import Subparsers, add_command, address_arg, size_arg
 from dcfs.cluster import describe_rpc_error, fetch_cluster_info
-from dcfs.errors import ConfigError
+from dcfs.errors import ConfigError, PeerError
 from dcfs.sizes import format_size
 from protos import dcfs_pb2, dcfs_pb2_grpc
 
@@ -20,6 +20,22 @@ def register(commands: Subparsers) -> None:
         commands, "status", "show the cluster: nodes, capacities, hit ratios", run_status
     )
     p.add_argument("metadata", type=address_arg, metavar="HOST:PORT", help="the metadata service")
+
+    p = add_command(
+        commands,
+        "refresh",
+        "bring a path of the namespace in line with the bucket now",
+        run_refresh,
+    )
+    p.add_argument("metadata", type=address_arg, metavar="HOST:PORT", help="the metadata service")
+    p.add_argument(
+        "path",
+        nargs="?",
+        default="/",
+        metavar="PATH",
+        help="a file, or a directory and everything under it, relative to the bucket "
+        "('/': the whole bucket)",
+    )
 
     p = add_command(
         commands, "bench", "fio-style read tests against a mount, with a report", run_bench
@@ -56,6 +72,23 @@ def run_status(args: argparse.Namespace) -> int:
                 f"checksum failures {tier.checksum_failures}"
             )
         print(f"    bucket  {stats.bucket_fetches} fetches, {format_size(stats.bucket_bytes)}")
+    return 0
+
+
+def run_refresh(args: argparse.Namespace) -> int:
+    path = args.path.strip("/")
+    stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(args.metadata))
+    try:
+        reply = stub.Refresh(dcfs_pb2.RefreshRequest(path=path), timeout=3600)
+    except grpc.RpcError as exc:
+        raise PeerError(f"refresh of {path or 'the bucket'!r}: {describe_rpc_error(exc)}") from None
+    if not reply.HasField("attr"):
+        what = "not in the bucket"
+    elif reply.attr.is_dir:
+        what = "a directory"
+    else:
+        what = f"{reply.attr.size} bytes, etag {reply.attr.etag}"
+    print(f"{path or '/'}: {what} (generation {reply.generation})")
     return 0
 
 
