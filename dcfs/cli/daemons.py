@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from metadata.service import MetadataServer
-
 from cachenode.server import CacheNodeConfig, CacheNodeServer
 from dcfs.blocks import DEFAULT_BLOCK_SIZE
 from dcfs.cli.common import (
@@ -24,6 +22,7 @@ from dcfs.errors import ConfigError, DcfsError
 from dcfs.objstore import open_store
 from dcfs.wire import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
 from fsclient.mount import MountConfig, check_mountpoint, run_mount
+from metadata.service import MetadataServer
 
 log = logging.getLogger("dcfs")
 
