@@ -13,6 +13,7 @@ import trio
 
 from dcfs import rpc
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
+from dcfs.blockcache.statsfile import StatsFile
 from dcfs.cluster import fetch_cluster_info
 from dcfs.errors import ConfigError
 from dcfs.objstore import open_store
@@ -39,6 +40,7 @@ class MountConfig:
     read_ahead_kb: int = 4096
     allow_other: bool = False
     debug_fuse: bool = False
+    stats_interval_s: float = 2.0  # how often CACHE_DIR/stats.json is rewritten
 
 
 def check_mountpoint(path: Path) -> None:
@@ -61,6 +63,11 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     namespace = NamespaceClient(metadata, config.attr_timeout_s)
     ops = Operations(namespace, reader, attr_timeout_s=config.attr_timeout_s)
     router.start()
+    stats_file = StatsFile(
+        config.cache_dir / "stats.json",
+        lambda: {**cache.report(), "fetches": _fetches(router)},
+        config.stats_interval_s,
+    )
 
     options = set(pyfuse3.default_options)
     options |= {"fsname=dcfs", "subtype=dcfs", "ro"}
@@ -73,6 +80,7 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     except RuntimeError as exc:
         raise ConfigError(f"cannot mount on {config.mountpoint}: {exc}") from None
     log.info("mounted %s on %s", info.bucket_url, config.mountpoint)
+    stats_file.start()
     try:
         trio.run(_serve, config, on_ready)
     finally:
@@ -95,7 +103,12 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
             router.bucket_fetches,
         )
         cache.close()
+        stats_file.close()
         store.close()
+
+
+def _fetches(router: PeerRouter) -> dict[str, int]:
+    return {"cache_nodes": router.peer_fetches, "bucket": router.bucket_fetches}
 
 
 async def _serve(config: MountConfig, on_ready: Callable[[], None]) -> None:

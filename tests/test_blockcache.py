@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from blockrefs import BS, Fetcher, block_files, dir_bytes, file_size, payload, ref
+from smallfs import tmpfs
 
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
 from dcfs.blockcache.policy import LruPolicy
@@ -374,20 +375,6 @@ def test_read_faults_fall_back_to_fetch(tmp_path: Path, caplog: pytest.LogCaptur
     assert len(disk_warnings(caplog)) == 1
     assert cache.disk is not None and cache.disk.state == "off"
     cache.close()
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str = "size=2m") -> Iterator[Path]:
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def free_bytes(path: Path) -> tuple[int, int]:

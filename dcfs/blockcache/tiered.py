@@ -11,6 +11,7 @@ Both tiers evict by S3-FIFO; every use of a block by a reader is reported to
 both, so a block hot in memory stays on disk when a scan passes through.
 """
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -144,6 +145,13 @@ class BlockCache:
         if self.disk is not None:
             tiers.append(self.disk.stats())
         return tiers
+
+    def report(self) -> dict[str, object]:
+        """The counters as plain data (for a stats file)."""
+        return {
+            "tiers": [dataclasses.asdict(tier) for tier in self.stats()],
+            "dropped_disk_writes": self.dropped_writes,
+        }
 
     def flush(self) -> None:
         """Wait until the queued disk writes are done (tests, shutdown)."""
