@@ -15,9 +15,11 @@ a rename, a hash collision); the two CRCs catch bit rot in either part.
 """
 
 import os
+import re
 import struct
 import zlib
 from contextlib import suppress
+from pathlib import Path
 
 from dcfs.blocks import BlockRef
 from dcfs.errors import CorruptBlock
@@ -28,7 +30,7 @@ MAGIC = b"DCFSBLK1"
 HEADER_VERSION = 1
 _FIXED = struct.Struct("<8sHHIIQQQQI")
 _CRC = struct.Struct("<I")
-_HEX = frozenset("0123456789abcdef")
+_BLOCK_NAME = re.compile(r"[0-9a-f]{32}\.blk")
 
 
 def _identity(ref: BlockRef) -> tuple[bytes, bytes]:
@@ -90,12 +92,16 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def remove_leftovers(path: Path) -> None:
+    """Delete ``path``'s temporary files (``<name>.<random>.tmp``) left by a
+    crash between their write and their rename."""
+    for tmp in path.parent.glob(f"{path.name}.*{TMP_SUFFIX}"):
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def block_path(blocks_dir: str, block_id: str) -> str:
     return f"{blocks_dir}/{block_id[:2]}/{block_id}{BLK_SUFFIX}"
-
-
-def is_block_id(name: str) -> bool:
-    return len(name) == 32 and all(c in _HEX for c in name)
 
 
 def scan_blocks(blocks_dir: str) -> set[str]:
@@ -117,10 +123,8 @@ def scan_blocks(blocks_dir: str) -> set[str]:
                     if name.endswith(TMP_SUFFIX):
                         with suppress(FileNotFoundError):
                             os.unlink(entry.path)
-                    elif name.endswith(BLK_SUFFIX) and name.startswith(sub.name):
-                        block_id = name[: -len(BLK_SUFFIX)]
-                        if is_block_id(block_id):
-                            found.add(block_id)
+                    elif _BLOCK_NAME.fullmatch(name) and name.startswith(sub.name):
+                        found.add(name[: -len(BLK_SUFFIX)])
     return found
 
 

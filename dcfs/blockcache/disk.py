@@ -33,6 +33,7 @@ from dcfs.blockcache.blockfile import (
     encode_header,
     header_length,
     read_exact,
+    remove_leftovers,
     scan_blocks,
     stat_blocks,
     write_all,
@@ -124,7 +125,7 @@ class DiskTier:
     def _restore(self) -> None:
         """Rebuild sizes and order from the files present and the index."""
         present = scan_blocks(self._blocks)
-        index.remove_leftovers(self._index_path)
+        remove_leftovers(self._index_path)
         entries = index.load(self._index_path)
         with self._lock:
             for block_id, size, queue, freq in entries or ():

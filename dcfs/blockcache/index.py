@@ -53,13 +53,6 @@ def decode(raw: bytes) -> list[Entry] | None:
     ]
 
 
-def remove_leftovers(path: Path) -> None:
-    """Delete temporary files of saves cut short by a crash."""
-    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
-        with suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def load(path: Path) -> list[Entry] | None:
     try:
         return decode(path.read_bytes())

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
+from dcfs.blockcache.blockfile import remove_leftovers
+
 log = logging.getLogger("dcfs.stats")
 
 Snapshot = Callable[[], dict[str, object]]
@@ -28,6 +30,7 @@ class StatsFile:
         self._warned = False
 
     def start(self) -> None:
+        remove_leftovers(self.path)
         self.write()
         self._thread.start()
 
