@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
 from dcfs.blockcache.blockfile import header_length
 from dcfs.blocks import BlockRef, ObjectVersion
 
@@ -52,3 +53,12 @@ def block_files(directory: Path) -> list[Path]:
 def dir_bytes(directory: Path) -> int:
     """What the block files under ``directory`` occupy (``du``, not sizes)."""
     return sum(p.stat().st_blocks * 512 for p in (directory / "blocks").rglob("*") if p.is_file())
+
+
+def cache_with_blocks(directory: Path, count: int, fetch: Fetcher) -> BlockCache:
+    """A cache holding one block in memory and blocks ``0..count-1`` on disk."""
+    cache = BlockCache(MemoryTier(BS), DiskTier(directory, 1 << 20))
+    for i in range(count):
+        cache.get(ref(i), fetch)
+    cache.flush()
+    return cache

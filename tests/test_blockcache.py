@@ -14,7 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from blockrefs import BS, Fetcher, block_files, dir_bytes, file_size, payload, ref
+from blockrefs import (
+    BS,
+    Fetcher,
+    block_files,
+    cache_with_blocks,
+    dir_bytes,
+    file_size,
+    payload,
+    ref,
+)
 from smallfs import tmpfs
 
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
@@ -362,10 +371,7 @@ def test_write_faults_never_reach_readers(tmp_path: Path, caplog: pytest.LogCapt
 
 def test_read_faults_fall_back_to_fetch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     fetch = Fetcher()
-    cache = BlockCache(MemoryTier(BS), DiskTier(tmp_path / "c", 1 << 20))
-    for i in range(10):
-        cache.get(ref(i), fetch)
-    cache.flush()
+    cache = cache_with_blocks(tmp_path / "c", 10, fetch)
     blocks = tmp_path / "c" / "blocks"
     blocks.rename(tmp_path / "c" / "moved")
     blocks.write_bytes(b"")

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
-from blockrefs import BS, Fetcher, file_size, payload, ref
+from blockrefs import BS, Fetcher, cache_with_blocks, file_size, payload, ref
 
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
 from dcfs.blockcache.policy import GHOST, MAIN, SMALL, EvictionPolicy, LruPolicy, S3FifoPolicy
@@ -180,10 +180,7 @@ def test_order_survives_a_restart(tmp_path: Path) -> None:
 
 def test_index_is_a_hint_the_files_are_the_truth(tmp_path: Path) -> None:
     fetch = Fetcher()
-    cache = BlockCache(MemoryTier(BS), DiskTier(tmp_path / "c", 1 << 20))
-    for i in range(6):
-        cache.get(ref(i), fetch)
-    cache.close()
+    cache_with_blocks(tmp_path / "c", 6, fetch).close()
     index = tmp_path / "c" / "index"
     stale = index.read_bytes()  # knows blocks 0-5
     gone = tmp_path / "c" / "blocks" / ref(0).block_id[:2] / f"{ref(0).block_id}.blk"
