@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
-from blockrefs import BS, Fetcher, cache_with_blocks, file_size, payload, ref
+from blockrefs import BS, Fetcher, cache_with_blocks, dir_bytes, file_size, payload, ref
 
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
 from dcfs.blockcache.policy import GHOST, MAIN, SMALL, EvictionPolicy, LruPolicy, S3FifoPolicy
@@ -209,3 +209,23 @@ def test_index_saved_when_due_by_the_writer(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert index.exists() and index.stat().st_size > 0
     cache.close()
+
+
+def test_stale_index_never_hides_a_file(tmp_path: Path) -> None:
+    capacity = 3 * file_size(ref(0))
+    policy = S3FifoPolicy()
+    disk = DiskTier(tmp_path / "c", capacity, policy=policy)
+    for i in range(6):
+        disk.put(ref(i), payload(ref(i)))
+    assert (ref(2).block_id, GHOST, 0) in policy.dump()
+    disk.close()
+    index = tmp_path / "c" / "index"
+    stale = index.read_bytes()  # block 2 is a ghost there
+    disk = DiskTier(tmp_path / "c", capacity)
+    disk.put(ref(2), payload(ref(2)))  # its file is back
+    disk.close()
+    index.write_bytes(stale)
+    disk = DiskTier(tmp_path / "c", capacity)
+    assert disk.contains(ref(2))
+    assert disk.used_bytes == dir_bytes(tmp_path / "c") <= capacity
+    disk.close()

@@ -129,7 +129,10 @@ class DiskTier:
         entries = index.load(self._index_path)
         with self._lock:
             for block_id, size, queue, freq in entries or ():
-                if queue == GHOST or block_id in present:
+                if queue == GHOST:  # a ghost whose file is back is added below
+                    if block_id not in present:
+                        self._policy.load(block_id, 0, GHOST, 0)
+                elif block_id in present:
                     present.discard(block_id)
                     self._add_locked(block_id, self._on_disk(size), queue, freq)
         # Files the index does not know (written after its last save, or no
@@ -146,9 +149,8 @@ class DiskTier:
 
     def _add_locked(self, block_id: str, size: int, queue: int, freq: int) -> None:
         self._policy.load(block_id, size, queue, freq)
-        if queue != GHOST:
-            self._sizes[block_id] = size
-            self._used += size
+        self._sizes[block_id] = size
+        self._used += size
 
     def contains(self, ref: BlockRef) -> bool:
         with self._lock:
