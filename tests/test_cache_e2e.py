@@ -94,6 +94,14 @@ def client_stats(cache_dir: Path) -> dict[str, dict[str, int | str]]:
     return {t["name"]: t for t in report["tiers"]} | {"fetches": report["fetches"]}
 
 
+def client_used(cache_dir: Path, tier: str) -> int:
+    """A client tier's own accounting, from its latest stats file (0 before one)."""
+    try:
+        return int(client_stats(cache_dir)[tier]["used_bytes"])
+    except FileNotFoundError:
+        return 0
+
+
 def blocks_on_disk(cache_dir: Path) -> int:
     """What the block files occupy, as ``du`` counts it; 0 before any exist."""
     total = 0
@@ -147,6 +155,8 @@ def test_dataset_twice_the_caches_stays_within_bounds(
         "client disk dir": lambda: blocks_on_disk(client_dir),
         "node memory": lambda: tiers(node_stats(node))["memory"].used_bytes,
         "node disk": lambda: tiers(node_stats(node))["disk"].used_bytes,
+        "client memory": lambda: client_used(client_dir, "memory"),
+        "client disk": lambda: client_used(client_dir, "disk"),
     }
     with mounted(cluster, tmp_path / "mnt", *CACHE) as mnt, Sampler(measures) as sampler:
         for _ in range(2):
@@ -155,6 +165,7 @@ def test_dataset_twice_the_caches_stays_within_bounds(
     peaks = sampler.peaks
     assert peaks["node disk dir"] <= 16 * MiB and peaks["client disk dir"] <= 16 * MiB
     assert peaks["node memory"] <= 8 * MiB and peaks["node disk"] <= 16 * MiB
+    assert peaks["client memory"] <= 8 * MiB and peaks["client disk"] <= 16 * MiB
     assert client["memory"]["used_bytes"] <= 8 * MiB and client["disk"]["used_bytes"] <= 16 * MiB
     assert peaks["node disk dir"] > 12 * MiB and peaks["client disk dir"] > 12 * MiB  # filled
     node_tiers = tiers(node_stats(node))
