@@ -14,6 +14,7 @@ import trio
 
 from dcfs import rpc
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
+from dcfs.blockcache.statsfile import StatsFile
 from dcfs.cluster import fetch_cluster_info
 from dcfs.errors import ConfigError
 from dcfs.objstore import open_store
@@ -47,6 +48,7 @@ class MountConfig:
     # "interval": changes show after the metadata service's next sync;
     # "open": every open checks the object's version with the bucket.
     consistency: str = "interval"
+    stats_interval_s: float = 2.0  # how often CACHE_DIR/stats.json is rewritten
 
 
 def check_mountpoint(path: Path) -> None:
@@ -83,6 +85,11 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     )
     follower = ChangeFollower(metadata, namespace.attrs, kernel, info.generation)
     router.start()
+    stats_file = StatsFile(
+        config.cache_dir / "stats.json",
+        lambda: {**cache.report(), "fetches": _fetches(router)},
+        config.stats_interval_s,
+    )
 
     options = set(pyfuse3.default_options)
     options |= {"fsname=dcfs", "subtype=dcfs", "ro"}
@@ -96,6 +103,7 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
         raise ConfigError(f"cannot mount on {config.mountpoint}: {exc}") from None
     log.info("mounted %s on %s", info.bucket_url, config.mountpoint)
     follower.start()
+    stats_file.start()
     try:
         trio.run(_serve, config, on_ready, follower)
     finally:
@@ -119,7 +127,12 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
             router.bucket_fetches,
         )
         cache.close()
+        stats_file.close()
         store.close()
+
+
+def _fetches(router: PeerRouter) -> dict[str, int]:
+    return {"cache_nodes": router.peer_fetches, "bucket": router.bucket_fetches}
 
 
 async def _serve(

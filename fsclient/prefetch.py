@@ -15,6 +15,12 @@ class PrefetchWindow:
     next_offset: int = 0
     blocks: int = 0
 
+    def unread_from(self, offset: int) -> int:
+        """For a read at ``offset``, where the bytes this handle has not just
+        read in sequence begin (0 after a jump): a block that starts before
+        it is being continued, not used anew."""
+        return self.next_offset if abs(offset - self.next_offset) <= self.slack else 0
+
     def advise(self, offset: int, size: int, block_size: int, block_count: int) -> range:
         """Record a read; return the block indexes worth fetching ahead of it."""
         sequential = abs(offset - self.next_offset) <= self.slack

@@ -43,6 +43,7 @@ class BlockReader:
     ) -> bytes | memoryview:
         """Bytes ``[offset, offset + size)`` of ``version`` (short at EOF)."""
         refs = blocks_for_range(version, offset, size, self.block_size)
+        fresh = window.unread_from(offset) if window is not None else 0
         if window is not None:
             self._prefetch(
                 version, window.advise(offset, size, self.block_size, self._count(version))
@@ -50,8 +51,8 @@ class BlockReader:
         if not refs:
             return b""
         if len(refs) == 1:
-            return self._slice(refs[0], offset, size)
-        return b"".join(self._slice(ref, offset, size) for ref in refs)
+            return self._slice(refs[0], offset, size, refs[0].offset >= fresh)
+        return b"".join(self._slice(ref, offset, size, ref.offset >= fresh) for ref in refs)
 
     def read_from_memory(
         self, version: ObjectVersion, offset: int, size: int, window: PrefetchWindow | None
@@ -64,25 +65,25 @@ class BlockReader:
         refs = blocks_for_range(version, offset, size, self.block_size)
         if len(refs) != 1:
             return None
-        data = self.cache.memory.get(refs[0], count_miss=False)
+        start = offset - refs[0].offset
+        fresh = window.unread_from(offset) if window is not None else 0
+        served = min(size, refs[0].length - start)
+        data = self.cache.from_memory(refs[0], served=served, reference=refs[0].offset >= fresh)
         if data is None:
             return None
         if window is not None:
             self._prefetch(
                 version, window.advise(offset, size, self.block_size, self._count(version))
             )
-        start = offset - refs[0].offset
         return memoryview(data)[start : start + size]
 
-    def block(self, ref: BlockRef) -> bytes:
-        data, _ = self.cache.get(ref, self.router.fetch)
-        return data
-
-    def _slice(self, ref: BlockRef, offset: int, size: int) -> memoryview:
-        """The part of block ``ref`` inside the read, without copying."""
+    def _slice(self, ref: BlockRef, offset: int, size: int, reference: bool) -> memoryview:
+        """The part of block ``ref`` inside the read, without copying;
+        ``reference``: this read is a new use of the block (see BlockCache.get)."""
         start = max(offset, ref.offset) - ref.offset
         end = min(offset + size, ref.offset + ref.length) - ref.offset
-        return memoryview(self.block(ref))[start:end]
+        data, _ = self.cache.get(ref, self.router.fetch, served=end - start, reference=reference)
+        return memoryview(data)[start:end]
 
     def _count(self, version: ObjectVersion) -> int:
         return block_count(version.size, self.block_size)
@@ -100,8 +101,8 @@ class BlockReader:
             self._pool.submit(self._prefetch_one, ref, block_id)
 
     def _prefetch_one(self, ref: BlockRef, block_id: str) -> None:
-        try:
-            self.block(ref)
+        try:  # not a use of the block: its reader will count when it arrives
+            self.cache.get(ref, self.router.fetch, served=0, reference=False)
         except DcfsError as exc:
             log.debug("prefetch of block %d of %r failed: %s", ref.index, ref.version.key, exc)
         finally:

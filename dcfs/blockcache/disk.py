@@ -5,22 +5,27 @@ identity and a CRC32 of the data; every read checks both, and a file that
 fails is deleted and reported as a miss: the cache may lose blocks, never
 return wrong ones.
 
-The disk is optional to correctness, so disk faults never reach callers: the
-tier warns once, goes degraded, then off (get/put do nothing) and retries after
-a back-off, like JuiceFS's normal → unstable → down disk states.
+Accounting is in bytes the files occupy (sizes rounded up to the
+filesystem's block), and a write reserves its room before the temporary file
+exists, so the directory never holds more than ``capacity`` bytes of blocks,
+not even for a moment. Eviction order is S3-FIFO (:mod:`.policy`), saved
+with the sizes in an index file (:mod:`.index`) so a restart needs no
+``stat`` per file and keeps the order.
+
+The disk is optional to correctness, so disk faults never reach callers
+(:mod:`.health`).
 """
 
 import fcntl
 import logging
 import os
-import secrets
 import threading
 import time
 import zlib
-from collections import OrderedDict
 from contextlib import suppress
 from pathlib import Path
 
+from dcfs.blockcache import index
 from dcfs.blockcache.blockfile import (
     TMP_SUFFIX,
     block_path,
@@ -28,24 +33,28 @@ from dcfs.blockcache.blockfile import (
     encode_header,
     header_length,
     read_exact,
+    remove_leftovers,
     scan_blocks,
+    stat_blocks,
     write_all,
 )
+from dcfs.blockcache.health import DEGRADED, NORMAL, OFF, DiskHealth
+from dcfs.blockcache.policy import GHOST, MAIN, SMALL, EvictionPolicy, S3FifoPolicy
 from dcfs.blockcache.stats import TierStats
 from dcfs.blocks import BlockRef
 from dcfs.errors import ConfigError, CorruptBlock
 
+__all__ = ["DEGRADED", "NORMAL", "OFF", "DiskTier"]
+
 log = logging.getLogger("dcfs.disk")
 
-# Rewrite a hit file's mtime (its LRU position after a restart) at most this often.
+# Rewrite a hit file's mtime (its order after a restart without an index) at most this often.
 _TOUCH_NS = 10 * 10**9
-
-NORMAL, DEGRADED, OFF = "normal", "degraded", "off"
 
 
 class DiskTier:
-    """Keeps the sum of its block file sizes at most ``capacity`` bytes, and
-    leaves ``reserve_fraction`` of the filesystem free for everyone else.
+    """Keeps its block files within ``capacity`` bytes, and leaves
+    ``reserve_fraction`` of the filesystem free for everyone else.
 
     Setting up the directory raises (a misconfiguration should be loud);
     ``get`` and ``put`` never raise for disk faults.
@@ -57,23 +66,29 @@ class DiskTier:
         capacity: int,
         reserve_fraction: float = 0.10,
         *,
+        policy: EvictionPolicy | None = None,
         retry_after: float = 30.0,
         max_failures: int = 3,
+        index_interval_s: float = 30.0,
     ) -> None:
         self.directory = Path(directory)
         self._capacity = capacity
         self._reserve = reserve_fraction
-        self._retry_after = retry_after
-        self._max_failures = max_failures
+        self._policy: EvictionPolicy = policy if policy is not None else S3FifoPolicy()
+        self._health = DiskHealth(self.directory, retry_after, max_failures)
+        self._index_interval_s = index_interval_s
         self._lock = threading.Lock()
-        self._index: OrderedDict[str, int] = OrderedDict()  # block id -> file size, LRU first
-        self._used = 0
+        self._sizes: dict[str, int] = {}  # resident block id -> bytes on disk
+        self._used = 0  # bytes of resident files plus writes in progress
         self._hits = self._misses = self._bytes_served = 0
         self._evictions = self._checksum_failures = 0
-        self._state, self._failures, self._warned, self._retry_at = NORMAL, 0, False, 0.0
+        self._changes = 0  # since the index was last saved
+        self._save_lock = threading.Lock()
+        self._saved_at = time.monotonic()
         self._closed = False
 
         self._blocks = str(self.directory / "blocks")
+        self._index_path = self.directory / "index"
         self._make_dirs()
         # Two tiers on one directory would delete each other's .tmp files and
         # count each other's blocks: refuse the second one.
@@ -83,10 +98,12 @@ class DiskTier:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise ConfigError(f"disk cache {self.directory} is already in use") from None
+        self._fs_block = 4096
         try:
-            self._scan()
+            self._fs_block = os.statvfs(self._blocks).f_frsize or 4096
+            self._restore()
         except OSError as exc:
-            self._fault(exc)
+            self._health.fault(exc)
 
     @property
     def used_bytes(self) -> int:
@@ -95,45 +112,82 @@ class DiskTier:
     @property
     def state(self) -> str:
         """``normal``, ``degraded`` (failing, still tried) or ``off`` (bypassed)."""
-        return self._state
+        return self._health.state
 
     def _make_dirs(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)  # blocks of private objects: owner only
         os.makedirs(self._blocks, mode=0o700, exist_ok=True)
 
-    def _scan(self) -> None:
-        """Rebuild the index from the files, oldest mtime first."""
-        found = scan_blocks(self._blocks)
+    def _on_disk(self, file_size: int) -> int:
+        return -(-file_size // self._fs_block) * self._fs_block
+
+    def _restore(self) -> None:
+        """Rebuild sizes and order from the files present and the index."""
+        present = scan_blocks(self._blocks)
+        remove_leftovers(self._index_path)
+        entries = index.load(self._index_path)
         with self._lock:
-            for _, block_id, size in found:
-                self._index[block_id] = size
-                self._used += size
+            for block_id, size, queue, freq in entries or ():
+                if queue == GHOST:  # a ghost whose file is back is added below
+                    if block_id not in present:
+                        self._policy.load(block_id, 0, GHOST, 0)
+                elif block_id in present:
+                    present.discard(block_id)
+                    self._add_locked(block_id, self._on_disk(size), queue, freq)
+        # Files the index does not know (written after its last save, or no
+        # index at all): oldest mtime first, as the newest of the order.
+        unknown = stat_blocks(self._blocks, present)
+        with self._lock:
+            queue = MAIN if entries is None else SMALL
+            for _, block_id, size in unknown:
+                self._add_locked(block_id, self._on_disk(size), queue, 0)
             self._evict_locked(self._capacity)
+            self._changes += len(unknown) + (entries is None)
+        if entries is None and unknown:
+            log.info("disk cache %s: no usable index; order rebuilt from mtimes", self.directory)
+
+    def _add_locked(self, block_id: str, size: int, queue: int, freq: int) -> None:
+        self._policy.load(block_id, size, queue, freq)
+        self._sizes[block_id] = size
+        self._used += size
 
     def contains(self, ref: BlockRef) -> bool:
         with self._lock:
-            return self._state != OFF and ref.block_id in self._index
+            return ref.block_id in self._sizes and self._health.state != OFF
 
-    def get(self, ref: BlockRef) -> bytes | None:
-        """The block's bytes, or None on a miss, a bad file or a failing disk."""
+    def touch(self, ref: BlockRef) -> None:
+        """A reader used the block from a faster tier: it is hot here too."""
+        with self._lock:
+            if ref.block_id in self._sizes:
+                self._policy.touch(ref.block_id)
+                self._changes += 1
+
+    def get(
+        self, ref: BlockRef, *, served: int | None = None, reference: bool = True
+    ) -> bytes | None:
+        """The block's bytes, or None on a miss, a bad file or a failing disk.
+
+        ``served`` and ``reference`` as for :meth:`MemoryTier.get`.
+        """
         block_id = ref.block_id
         data = self._load(ref, block_id)
         with self._lock:
             if data is None:
                 self._misses += 1
-            else:
-                self._hits += 1
-                self._bytes_served += len(data)
-                if block_id in self._index:
-                    self._index.move_to_end(block_id)
+                return None
+            self._hits += 1
+            self._bytes_served += len(data) if served is None else served
+            if reference and block_id in self._sizes:
+                self._policy.touch(block_id)
+                self._changes += 1
         return data
 
     def _load(self, ref: BlockRef, block_id: str) -> bytes | None:
         with self._lock:
-            if block_id not in self._index:
+            if self._closed or block_id not in self._sizes:
                 return None
-        if not self._usable():  # after the index check: a miss must not use up a probe
+        if not self._health.usable():  # after the index check: a miss must not use up a probe
             return None
         path = block_path(self._blocks, block_id)
         try:
@@ -145,12 +199,12 @@ class DiskTier:
             try:
                 self._forget(block_id, path if corrupt else None)
             except OSError as err:
-                self._fault(err)
+                self._health.fault(err)
             return None
         except OSError as exc:
-            self._fault(exc)
+            self._health.fault(exc)
             return None
-        self._ok()
+        self._health.ok()
         return data
 
     def _read(self, path: str, ref: BlockRef) -> bytes:
@@ -166,7 +220,7 @@ class DiskTier:
             if len(data) != ref.length or zlib.crc32(data) != crc:
                 raise CorruptBlock("block data checksum mismatch")
             if time.time_ns() - st.st_mtime_ns > _TOUCH_NS:
-                with suppress(OSError):  # best effort: only the restart order suffers
+                with suppress(OSError):  # best effort: only the fallback order suffers
                     os.utime(fd)
             return data
         finally:
@@ -174,9 +228,11 @@ class DiskTier:
 
     def _forget(self, block_id: str, bad_file: str | None) -> None:
         with self._lock:
-            size = self._index.pop(block_id, None)
+            size = self._sizes.pop(block_id, None)
             if size is not None:
                 self._used -= size
+                self._policy.remove(block_id)
+                self._changes += 1
             if bad_file is not None:
                 self._checksum_failures += 1
                 with suppress(FileNotFoundError):
@@ -187,24 +243,26 @@ class DiskTier:
         if len(data) != ref.length:
             raise ValueError(f"block {ref.block_id} is {ref.length} bytes, got {len(data)}")
         block_id = ref.block_id
-        size = header_length(ref) + len(data)
+        size = self._on_disk(header_length(ref) + len(data))
         if size > self._capacity:
             return
         with self._lock:
-            if block_id in self._index:  # a block id always names the same bytes
+            if self._closed or block_id in self._sizes:  # an id always names the same bytes
                 return
-        if not self._usable():
+        if not self._health.usable():
             return
         try:
-            if self._make_room_on_fs(size):
+            if self._reserve_room(size):
                 self._write(block_id, size, encode_header(ref, data), data)
         except OSError as exc:
-            self._fault(exc)
+            self._health.fault(exc)
         else:
-            self._ok()
+            self._health.ok()
 
-    def _make_room_on_fs(self, size: int) -> bool:
-        """Keep the reserve free, evicting our own oldest files if that is enough."""
+    def _reserve_room(self, size: int) -> bool:
+        """Count ``size`` bytes as used, evicting first to stay within the
+        capacity and to keep the filesystem's reserve free; False if even
+        evicting everything of ours would not do."""
         try:
             st = os.statvfs(self._blocks)
         except FileNotFoundError:  # someone removed our directory: start it again
@@ -212,24 +270,25 @@ class DiskTier:
             st = os.statvfs(self._blocks)
         floor = int(self._reserve * st.f_blocks * st.f_frsize)
         short = floor + size - st.f_bavail * st.f_frsize
-        if short <= 0:
-            return True
         with self._lock:
-            if short > self._used:
+            limit = min(self._capacity - size, self._used - max(short, 0))
+            if limit < 0:
                 return False
-            self._evict_locked(self._used - short)
+            self._evict_locked(limit)
+            self._used += size
         return True
 
     def _write(self, block_id: str, size: int, header: bytes, data: bytes) -> None:
+        """Write into the reserved room; give it back if the write fails."""
         path = block_path(self._blocks, block_id)
-        tmp = f"{path}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+        tmp = f"{path}.{os.urandom(4).hex()}{TMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, flags, 0o600)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            fd = os.open(tmp, flags, 0o600)
-        try:
+            try:
+                fd = os.open(tmp, flags, 0o600)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                fd = os.open(tmp, flags, 0o600)
             try:
                 write_all(fd, header)
                 write_all(fd, data)
@@ -237,59 +296,45 @@ class DiskTier:
                 os.close(fd)
             with self._lock:  # rename and account together, so eviction sees both
                 os.replace(tmp, path)
-                old = self._index.pop(block_id, None)
-                self._used += size - (old or 0)
-                self._index[block_id] = size
-                self._evict_locked(self._capacity)
+                if block_id in self._sizes:  # a concurrent put of the same block won
+                    self._used -= size
+                else:
+                    self._sizes[block_id] = size
+                    self._policy.insert(block_id, size)
+                    self._changes += 1
         except BaseException:
+            with self._lock:
+                self._used -= size
             with suppress(OSError):
                 os.unlink(tmp)
             raise
 
     def _evict_locked(self, limit: int) -> None:
-        while self._used > limit and self._index:
-            block_id, size = self._index.popitem(last=False)
-            self._used -= size
+        while self._used > limit and self._sizes:
+            block_id = self._policy.evict()
+            self._used -= self._sizes.pop(block_id)
             self._evictions += 1
+            self._changes += 1
             with suppress(FileNotFoundError):
                 os.unlink(block_path(self._blocks, block_id))
 
-    def _usable(self) -> bool:
-        """False while closed or off; once per back-off period, let one call probe."""
-        with self._lock:
-            if self._closed:
-                return False
-            if self._state != OFF:
-                return True
-            now = time.monotonic()
-            if now < self._retry_at:
-                return False
-            self._retry_at = now + self._retry_after
-            return True
-
-    def _fault(self, exc: OSError) -> None:
-        with self._lock:
-            self._failures += 1
-            first, self._warned = not self._warned, True
-            turned_off = self._failures >= self._max_failures and self._state != OFF
-            if self._failures >= self._max_failures:
-                self._state = OFF
-                self._retry_at = time.monotonic() + self._retry_after
-            else:
-                self._state = DEGRADED
-        if first:
-            log.warning("disk cache %s is failing, bypassing it: %s", self.directory, exc)
-        if turned_off:
-            log.info("disk cache %s off; retrying in %.0f s", self.directory, self._retry_after)
-
-    def _ok(self) -> None:
-        if self._state == NORMAL:  # unlocked fast path; a stale read only delays recovery
-            return
-        with self._lock:
-            recovered = self._state != NORMAL
-            self._state, self._failures, self._warned = NORMAL, 0, False
-        if recovered:
-            log.info("disk cache %s works again", self.directory)
+    def save_index(self, *, if_due: bool = False) -> None:
+        """Write the index if anything changed (and, with ``if_due``, only
+        once per ``index_interval_s``). Disk faults are absorbed like others."""
+        with self._save_lock:
+            with self._lock:
+                due = time.monotonic() - self._saved_at >= self._index_interval_s
+                if not self._changes or (if_due and not due):
+                    return
+                sizes = self._sizes
+                entries = [(k, sizes.get(k, 0), q, f) for k, q, f in self._policy.dump()]
+                self._changes, self._saved_at = 0, time.monotonic()
+            try:
+                index.save(self._index_path, entries)
+            except OSError as exc:
+                with self._lock:
+                    self._changes += 1  # try again next time
+                self._health.fault(exc)
 
     def stats(self) -> TierStats:
         with self._lock:
@@ -302,13 +347,18 @@ class DiskTier:
                 checksum_failures=self._checksum_failures,
                 used_bytes=self._used,
                 capacity_bytes=self._capacity,
-                blocks=len(self._index),
+                blocks=len(self._sizes),
+                state=self._health.state,
             )
 
     def close(self) -> None:
-        """Stop serving and release the directory; the files stay for the next start."""
+        """Save the index, stop serving and release the directory; the files
+        stay for the next start."""
         with self._lock:
             if self._closed:
                 return
+        if self._health.state != OFF:
+            self.save_index()
+        with self._lock:
             self._closed = True
         os.close(self._lock_fd)

@@ -2,48 +2,15 @@
 
 The bytes objects are stored as given (no copies), so a block fetched once is
 shared by the memory tier, the disk writer's queue and every reader. Which
-block leaves first is decided by an :class:`EvictionPolicy`, kept apart so a
-scan-resistant policy can replace plain LRU without touching the tier.
+block leaves first is decided by an :class:`EvictionPolicy` (S3-FIFO, see
+:mod:`dcfs.blockcache.policy`), kept apart from the accounting here.
 """
 
 import threading
-from collections import OrderedDict
-from typing import Protocol
 
+from dcfs.blockcache.policy import EvictionPolicy, S3FifoPolicy
 from dcfs.blockcache.stats import TierStats
 from dcfs.blocks import BlockRef
-
-
-class EvictionPolicy(Protocol):
-    """Orders resident keys; the tier owns the bytes and the accounting.
-
-    Calls arrive under the tier's lock, so a policy needs no locking.
-    """
-
-    def insert(self, key: str) -> None:
-        """``key`` just became resident."""
-
-    def touch(self, key: str) -> None:
-        """``key`` was read."""
-
-    def evict(self) -> str:
-        """Forget and return the key to drop next (only called when non-empty)."""
-
-
-class LruPolicy:
-    """Least recently used first."""
-
-    def __init__(self) -> None:
-        self._order: OrderedDict[str, None] = OrderedDict()
-
-    def insert(self, key: str) -> None:
-        self._order[key] = None
-
-    def touch(self, key: str) -> None:
-        self._order.move_to_end(key)
-
-    def evict(self) -> str:
-        return self._order.popitem(last=False)[0]
 
 
 class MemoryTier:
@@ -53,7 +20,7 @@ class MemoryTier:
         if capacity < 0:
             raise ValueError("capacity must be >= 0")
         self._capacity = capacity
-        self._policy: EvictionPolicy = policy if policy is not None else LruPolicy()
+        self._policy: EvictionPolicy = policy if policy is not None else S3FifoPolicy()
         self._blocks: dict[str, bytes] = {}
         self._used = 0
         self._lock = threading.Lock()
@@ -67,19 +34,39 @@ class MemoryTier:
     def used_bytes(self) -> int:
         return self._used
 
-    def get(self, ref: BlockRef, count_miss: bool = True) -> bytes | None:
-        """The block, counted as a hit; ``count_miss=False`` for a fast-path
-        probe whose miss the caller's slow path will count."""
+    def get(
+        self,
+        ref: BlockRef,
+        *,
+        count_miss: bool = True,
+        served: int | None = None,
+        reference: bool = True,
+    ) -> bytes | None:
+        """The block, counted as a hit.
+
+        ``served``: the bytes of it the reader takes (default: all of it).
+        ``reference=False`` for lookups that are not a new use of the block
+        (a prefetch, a sequential read continuing inside it): counted, but
+        they do not make the block look hot. ``count_miss=False`` for a
+        fast-path probe whose miss the caller's slow path will count.
+        """
         key = ref.block_id
         with self._lock:
             data = self._blocks.get(key)
             if data is None:
                 self._misses += count_miss
                 return None
-            self._policy.touch(key)
+            if reference:
+                self._policy.touch(key)
             self._hits += 1
-            self._bytes_served += len(data)
+            self._bytes_served += len(data) if served is None else served
             return data
+
+    def touch(self, ref: BlockRef) -> None:
+        """Record a reference without serving (a reader that shared a fetch)."""
+        with self._lock:
+            if ref.block_id in self._blocks:
+                self._policy.touch(ref.block_id)
 
     def peek(self, ref: BlockRef) -> bytes | None:
         """Look up without counting or reordering: for re-checks after a miss
@@ -91,8 +78,11 @@ class MemoryTier:
         with self._lock:
             return ref.block_id in self._blocks
 
-    def put(self, ref: BlockRef, data: bytes) -> None:
-        """Store ``data``; a block larger than the whole tier is not stored."""
+    def put(self, ref: BlockRef, data: bytes, *, referenced: bool = True) -> None:
+        """Store ``data``; a block larger than the whole tier is not stored.
+
+        ``referenced=False`` for a block fetched ahead of its reader.
+        """
         size = len(data)
         if size > self._capacity:
             return
@@ -100,14 +90,15 @@ class MemoryTier:
         with self._lock:
             if key in self._blocks:
                 # Same id, same bytes: a block never changes.
-                self._policy.touch(key)
+                if referenced:
+                    self._policy.touch(key)
                 return
             while self._used + size > self._capacity:
                 victim = self._policy.evict()
                 self._used -= len(self._blocks.pop(victim))
                 self._evictions += 1
             self._blocks[key] = data
-            self._policy.insert(key)
+            self._policy.insert(key, size, referenced)
             self._used += size
 
     def stats(self) -> TierStats:

@@ -4,9 +4,14 @@ Lookup order: memory → disk (a hit is promoted into memory) → one fetch per
 block id at a time (concurrent readers of a missing block share it). Fetched
 blocks go into memory at once and to disk through a single background writer
 with a bounded queue that drops work when full: a read never waits for the
-disk, and a slow or failing disk only costs future hits.
+disk, and a slow or failing disk only costs future hits. The writer also
+saves the disk tier's index every so often.
+
+Both tiers evict by S3-FIFO; every use of a block by a reader is reported to
+both, so a block hot in memory stays on disk when a scan passes through.
 """
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -22,6 +27,7 @@ from dcfs.singleflight import SingleFlight
 log = logging.getLogger("dcfs.blockcache")
 
 Fetch = Callable[[BlockRef], bytes]
+_INDEX_CHECK_S = 1.0
 
 
 class BlockCache:
@@ -43,24 +49,49 @@ class BlockCache:
             )
             self._writer.start()
 
-    def get(self, ref: BlockRef, fetch: Fetch) -> tuple[bytes, str]:
+    def get(
+        self, ref: BlockRef, fetch: Fetch, *, served: int | None = None, reference: bool = True
+    ) -> tuple[bytes, str]:
         """The block's bytes and the source that answered: memory, disk or fetch.
+
+        ``served``: the bytes of the block the reader takes (counted by the
+        tier that hits; default the whole block). ``reference=False`` for a
+        lookup that is no new use of the block — a prefetch, or a sequential
+        reader continuing inside it — so it does not make the block look hot.
 
         Raises what ``fetch`` raises, or CorruptBlock if it returned the wrong
         number of bytes; nothing is cached then.
         """
-        data = self.memory.get(ref)
+        data = self.from_memory(ref, served=served, reference=reference, count_miss=True)
         if data is not None:
             return data, "memory"
         if self.disk is not None:
-            data = self.disk.get(ref)
+            data = self.disk.get(ref, served=served, reference=reference)
             if data is not None:
-                self.memory.put(ref, data)
+                self.memory.put(ref, data, referenced=reference)
                 return data, "disk"
-        result, _shared = self._flight.do(ref.block_id, lambda: self._fetch(ref, fetch))
+        result, shared = self._flight.do(ref.block_id, lambda: self._fetch(ref, fetch, reference))
+        if shared and reference:  # the leader's insert counted only its own use
+            self.memory.touch(ref)
         return result
 
-    def _fetch(self, ref: BlockRef, fetch: Fetch) -> tuple[bytes, str]:
+    def from_memory(
+        self,
+        ref: BlockRef,
+        *,
+        served: int | None = None,
+        reference: bool = True,
+        count_miss: bool = False,
+    ) -> bytes | None:
+        """The block if the memory tier has it. Never blocks on I/O, so the
+        FUSE handler calls it on the trio thread; a miss is not counted
+        unless ``count_miss`` (the slow path that follows counts it)."""
+        data = self.memory.get(ref, count_miss=count_miss, served=served, reference=reference)
+        if data is not None and reference and self.disk is not None:
+            self.disk.touch(ref)  # hot in memory is hot: keep it on disk across scans
+        return data
+
+    def _fetch(self, ref: BlockRef, fetch: Fetch, reference: bool) -> tuple[bytes, str]:
         # A leader that just finished may have filled memory between our miss
         # and our turn: don't fetch twice.
         data = self.memory.peek(ref)
@@ -72,7 +103,7 @@ class BlockCache:
                 f"fetched {len(data)} bytes for block {ref.index} of {ref.version.key!r}, "
                 f"expected {ref.length}"
             )
-        self.memory.put(ref, data)
+        self.memory.put(ref, data, referenced=reference)
         self._schedule_write(ref, data)
         return data, "fetch"
 
@@ -88,12 +119,18 @@ class BlockCache:
                 self.dropped_writes += 1
 
     def _write_loop(self, disk: DiskTier) -> None:
+        """Writes queued blocks; between them, saves the disk's index when due."""
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=_INDEX_CHECK_S)
+            except queue.Empty:
+                disk.save_index(if_due=True)
+                continue
             try:
                 if item is None:
                     return
                 disk.put(*item)
+                disk.save_index(if_due=True)
             except Exception:  # a bug must not kill the writer; disk faults never get here
                 log.exception("disk cache write failed")
             finally:
@@ -108,6 +145,13 @@ class BlockCache:
         if self.disk is not None:
             tiers.append(self.disk.stats())
         return tiers
+
+    def report(self) -> dict[str, object]:
+        """The counters as plain data (for a stats file)."""
+        return {
+            "tiers": [dataclasses.asdict(tier) for tier in self.stats()],
+            "dropped_disk_writes": self.dropped_writes,
+        }
 
     def flush(self) -> None:
         """Wait until the queued disk writes are done (tests, shutdown)."""

@@ -68,7 +68,8 @@ def run_status(args: argparse.Namespace) -> int:
             print(
                 f"    {tier.name:<7} {format_size(tier.used_bytes):>10} of "
                 f"{format_size(tier.capacity_bytes):>10}  {tier.blocks:>6} blocks  "
-                f"hit ratio {ratio:>6}  evictions {tier.evictions}  "
+                f"hit ratio {ratio:>6} ({tier.hits} of {lookups}), "
+                f"{format_size(tier.bytes_served)} served  evictions {tier.evictions}  "
                 f"checksum failures {tier.checksum_failures}"
             )
         print(f"    bucket  {stats.bucket_fetches} fetches, {format_size(stats.bucket_bytes)}")
