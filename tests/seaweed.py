@@ -97,8 +97,11 @@ class SeaweedServer:
             f"-master.port={p + 1}",
             f"-volume.port={p + 2}",
             f"-filer.port={p + 3}",
-            "-volume.max=0",
-            "-master.volumeSizeLimitMB=1024",
+            # Every bucket is a collection that takes volumes of its own: with
+            # 1 GiB volumes the automatic count ran out after a dozen buckets
+            # ("No writable volumes and no free volumes left").
+            "-volume.max=1000",
+            "-master.volumeSizeLimitMB=64",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-volume.preStopSeconds=0",
