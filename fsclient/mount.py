@@ -105,7 +105,7 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     follower.start()
     stats_file.start()
     try:
-        trio.run(_serve, config, on_ready, follower)
+        trio.run(_serve, config, on_ready, follower, stats_file)
     finally:
         follower.stop()  # its kernel calls need the session: before close
         pyfuse3.close(unmount=True)
@@ -136,10 +136,14 @@ def _fetches(router: PeerRouter) -> dict[str, int]:
 
 
 async def _serve(
-    config: MountConfig, on_ready: Callable[[], None], follower: ChangeFollower
+    config: MountConfig,
+    on_ready: Callable[[], None],
+    follower: ChangeFollower,
+    stats_file: StatsFile,
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, follower)
+        nursery.start_soon(_write_stats_on_signal, stats_file)
         nursery.start_soon(_announce_ready, config, on_ready)
         await pyfuse3.main(min_tasks=4, max_tasks=64)
         nursery.cancel_scope.cancel()
@@ -154,6 +158,14 @@ async def _stop_on_signal(follower: ChangeFollower) -> None:
             await trio.to_thread.run_sync(follower.stop)
             pyfuse3.terminate()
             return
+
+
+async def _write_stats_on_signal(stats_file: StatsFile) -> None:
+    """SIGUSR1 rewrites CACHE_DIR/stats.json now (``dcfs bench`` uses it to
+    read the client's counters before and after each job)."""
+    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+        async for _ in signals:
+            await trio.to_thread.run_sync(stats_file.write)
 
 
 async def _announce_ready(config: MountConfig, on_ready: Callable[[], None]) -> None:

@@ -1,7 +1,12 @@
 """Hit counters of the cache tiers, read before and after each job so the
 report can show each tier's hit ratio in that job."""
 
+import json
+import os
+import signal
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 
@@ -33,6 +38,49 @@ def cluster_counters(metadata_address: str) -> StatsSource:
                 entry[0] += tier.hits
                 entry[1] += tier.misses
         return {name: (h, m) for name, (h, m) in totals.items()}
+
+    return read
+
+
+def client_counters(stats_path: Path) -> StatsSource:
+    """The mount's own tiers, from its stats file: SIGUSR1 asks the mount to
+    rewrite it now, and the new version is read (at most a second's wait)."""
+
+    def load() -> dict[str, object]:
+        try:
+            data: dict[str, object] = json.loads(stats_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data
+
+    def read() -> Counters:
+        previous = load()
+        pid = previous.get("pid")
+        if not isinstance(pid, int):
+            return {}
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            return {}
+        current = previous
+        deadline = time.monotonic() + 1.0
+        while current.get("updated") == previous.get("updated") and time.monotonic() < deadline:
+            time.sleep(0.01)
+            current = load()
+        tiers = current.get("tiers")
+        if not isinstance(tiers, list):
+            return {}
+        return {f"client {t['name']}": (int(t["hits"]), int(t["misses"])) for t in tiers}
+
+    return read
+
+
+def combined(*sources: StatsSource) -> StatsSource:
+    def read() -> Counters:
+        counters: Counters = {}
+        for source in sources:
+            counters.update(source())
+        return counters
 
     return read
 

@@ -7,7 +7,7 @@ import grpc
 
 from dcfs import rpc
 from dcfs.bench import report, runner
-from dcfs.bench.tiers import cluster_counters
+from dcfs.bench.tiers import StatsSource, client_counters, cluster_counters, combined
 from dcfs.cli.common import Subparsers, add_command, address_arg, size_arg
 from dcfs.cluster import describe_rpc_error, fetch_cluster_info
 from dcfs.errors import ConfigError, PeerError
@@ -112,6 +112,7 @@ def bench_report(
     args: argparse.Namespace,
     baseline: Path | None,
     metadata: str | None,
+    client_stats: Path | None,
 ) -> None:
     """Run the jobs and print the table as results arrive (and JSON if asked)."""
     with_baseline = baseline is not None
@@ -121,11 +122,18 @@ def bench_report(
         root,
         runner.BenchOptions(engine=args.engine, size_cap=args.size),
         baseline=baseline,
-        stats=cluster_counters(metadata) if metadata else None,
+        stats=_stats_source(metadata, client_stats),
         progress=lambda r, b: print(report.row(r, b, with_baseline), flush=True),
     )
     if args.json:
         report.write_json(results, args.json)
+
+
+def _stats_source(metadata: str | None, client_stats: Path | None) -> StatsSource | None:
+    sources = [client_counters(client_stats)] if client_stats else []
+    if metadata:
+        sources.append(cluster_counters(metadata))
+    return combined(*sources) if sources else None
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -133,5 +141,5 @@ def run_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.mountpoint} is not a directory")
     if args.baseline is not None and not args.baseline.is_dir():
         raise ConfigError(f"--baseline {args.baseline} is not a directory")
-    bench_report(args.mountpoint, args, args.baseline, args.metadata)
+    bench_report(args.mountpoint, args, args.baseline, args.metadata, args.client_stats)
     return 0

@@ -131,7 +131,8 @@ def _serve(
     )
     if args.bench:
         baseline = Path(urlsplit(source).path) if source.startswith("file://") else None
-        tools.bench_report(mountpoint, args, baseline, cluster.metadata_address)
+        client_stats = cluster.state_dir / "mount" / "stats.json"
+        tools.bench_report(mountpoint, args, baseline, cluster.metadata_address, client_stats)
     else:
         print(
             f"dcfs up: {mountpoint} is ready; Ctrl-C or SIGTERM stops it",
