@@ -1,10 +1,16 @@
 """The node's block service: its two tiers in front of the bucket."""
 
 import threading
+from collections import OrderedDict
 
+from dcfs import wire
 from dcfs.blockcache import BlockCache
 from dcfs.blocks import BlockRef
 from dcfs.objstore import ObjectStore
+
+# About 100 bytes each: a few MiB to remember the sums of far more blocks
+# than the tiers hold.
+MAX_REMEMBERED_CHECKSUMS = 65536
 
 
 class BlockService:
@@ -21,10 +27,31 @@ class BlockService:
         self._lock = threading.Lock()
         self.bucket_fetches = 0
         self.bucket_bytes = 0
+        self._crcs: OrderedDict[str, int] = OrderedDict()
 
     def read_block(self, ref: BlockRef) -> tuple[bytes, str]:
         data, source = self.cache.get(ref, self._fetch)
         return data, "bucket" if source == "fetch" else source
+
+    def checksum(self, ref: BlockRef, data: bytes) -> int:
+        """The block's CRC-32 for a reply, computed once per block id.
+
+        A block never changes under its id, so a hot block is not summed again
+        for every reader; and bytes that rotted in memory since no longer
+        match the sum the reader checks.
+        """
+        block_id = ref.block_id
+        with self._lock:
+            crc = self._crcs.get(block_id)
+            if crc is not None:
+                self._crcs.move_to_end(block_id)
+                return crc
+        crc = wire.checksum(data)
+        with self._lock:
+            self._crcs[block_id] = crc
+            while len(self._crcs) > MAX_REMEMBERED_CHECKSUMS:
+                self._crcs.popitem(last=False)
+        return crc
 
     def warm_block(self, ref: BlockRef) -> str:
         """Make sure the block is cached here: where it was found, or "bucket".

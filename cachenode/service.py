@@ -28,7 +28,7 @@ class CacheNodeServicer:
         except DcfsError as exc:
             log.debug("ReadBlock failed: %s", exc)
             rpcerrors.abort(context, exc)
-        return wire.encode_block_reply(data, source)
+        return wire.encode_block_reply(data, source, self.blocks.checksum(ref, data))
 
     def WarmBlock(
         self, request: dcfs_pb2.WarmBlockRequest, context: grpc.ServicerContext

@@ -87,10 +87,12 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def encode_block_reply(data: bytes, source: str) -> bytes:
-    """A serialized ``ReadBlockReply`` for ``data`` (with its CRC-32)."""
+def encode_block_reply(data: bytes, source: str, crc32: int | None = None) -> bytes:
+    """A serialized ``ReadBlockReply`` for ``data`` and its CRC-32 (computed
+    here unless the caller knows it)."""
     src = source.encode()
-    head = _CRC_TAG + _varint(checksum(data)) + _SOURCE_TAG + _varint(len(src)) + src
+    crc = checksum(data) if crc32 is None else crc32
+    head = _CRC_TAG + _varint(crc) + _SOURCE_TAG + _varint(len(src)) + src
     return b"".join((head, _DATA_TAG, _varint(len(data)), data))
 
 
