@@ -31,7 +31,8 @@ def _engine(spec: JobSpec, requested: str) -> str:
     return requested
 
 
-def _run_job(spec: JobSpec, data: RootedData, engine: str) -> JobResult:
+def _prepare(spec: JobSpec, data: RootedData) -> None:
+    """Put the page cache in the state the job's phase names."""
     files = [data.large] if spec.kind in ("seq", "rand") else data.small
     if spec.phase in ("cold", "warm"):
         # Cold on the mount: nothing of it was read yet. Cold on a baseline
@@ -40,6 +41,9 @@ def _run_job(spec: JobSpec, data: RootedData, engine: str) -> JobResult:
         drop_page_cache(files)
     elif spec.phase == "re-read":
         read_through(files)
+
+
+def _run_job(spec: JobSpec, data: RootedData, engine: str) -> JobResult:
     if spec.kind == "small":
         return pyreader.small_files(spec, data.small)
     if engine == "fio":
@@ -71,11 +75,15 @@ def run_jobs(
         if spec.kind == "small" and not dataset.small:
             continue
         engine = _engine(spec, options.engine)
+        _prepare(spec, mounted)
         before = stats() if stats else {}
         result = _run_job(spec, mounted, engine)
         if stats:
             result.tiers = hit_ratios(before, stats())
-        base = _run_job(spec, based, engine) if based is not None else None
+        base = None
+        if based is not None:
+            _prepare(spec, based)
+            base = _run_job(spec, based, engine)
         progress(result, base)
         results.append((result, base))
     return results
