@@ -12,6 +12,7 @@ from cachenode.blocks import BlockService
 from cachenode.service import CacheNodeServicer, add_to_server
 from dcfs import rpc
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
+from dcfs.blockstream import BlockStreamServer
 from dcfs.cluster import fetch_cluster_info
 from dcfs.objstore import open_store
 from protos import dcfs_pb2, dcfs_pb2_grpc
@@ -28,6 +29,9 @@ class CacheNodeConfig:
     disk: int
     advertise: str = ""  # address clients use; defaults to ``listen``
     node_id: str = ""
+    # The block stream's HOST:PORT (port 0: any free port on the host of
+    # ``listen``); "" turns it off and clients read blocks over gRPC.
+    block_listen: str = "auto"
 
 
 class CacheNodeServer:
@@ -40,12 +44,22 @@ class CacheNodeServer:
         self.blocks = BlockService(cache, self.store, info.block_size)
         self.node_id = config.node_id or _stable_node_id(config.cache_dir)
         self.server = rpc.make_server()
-        add_to_server(CacheNodeServicer(self.node_id, self.blocks), self.server)
+        servicer = CacheNodeServicer(self.node_id, self.blocks)
+        add_to_server(servicer, self.server)
         rpc.bind(self.server, config.listen)
+        self.stream: BlockStreamServer | None = None
+        block_address = ""
+        if config.block_listen:
+            listen_host = config.listen.rpartition(":")[0]
+            listen = f"{listen_host}:0" if config.block_listen == "auto" else config.block_listen
+            self.stream = BlockStreamServer(listen, servicer.serve_block)
+            advertise_host = (config.advertise or config.listen).rpartition(":")[0]
+            block_address = f"{advertise_host}:{self.stream.port}"
         node = dcfs_pb2.NodeInfo(
             node_id=self.node_id,
             address=config.advertise or config.listen,
             capacity=config.memory + config.disk,
+            block_address=block_address,
         )
         metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(config.metadata))
         self.agent = MembershipAgent(metadata, node)
@@ -53,6 +67,8 @@ class CacheNodeServer:
 
     def start(self) -> None:
         self.server.start()
+        if self.stream is not None:
+            self.stream.start()
         self.agent.start()
         log.info(
             "cache node %s serving on %s (bucket %s)",
@@ -66,6 +82,8 @@ class CacheNodeServer:
             return
         self._stopped.set()
         self.agent.stop()
+        if self.stream is not None:
+            self.stream.stop()
         self.server.stop(grace=2).wait()
         self.blocks.cache.close()
         self.store.close()

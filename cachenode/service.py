@@ -20,15 +20,21 @@ class CacheNodeServicer:
         self.node_id = node_id
         self.blocks = blocks
 
+    def serve_block(self, request: dcfs_pb2.ReadBlockRequest) -> tuple[bytes, int, str]:
+        """``(block, crc32, source)`` for a request over gRPC or the block
+        stream; raises DcfsError (InvalidRequest for a malformed one)."""
+        ref = wire.block_from_proto(request.block, self.blocks.block_size)
+        data, source = self.blocks.read_block(ref)
+        return data, self.blocks.checksum(ref, data), source
+
     def ReadBlock(self, request: dcfs_pb2.ReadBlockRequest, context: grpc.ServicerContext) -> bytes:
         """Returns the serialized ReadBlockReply (see :func:`add_to_server`)."""
         try:
-            ref = wire.block_from_proto(request.block, self.blocks.block_size)
-            data, source = self.blocks.read_block(ref)
+            data, crc, source = self.serve_block(request)
         except DcfsError as exc:
             log.debug("ReadBlock failed: %s", exc)
             rpcerrors.abort(context, exc)
-        return wire.encode_block_reply(data, source, self.blocks.checksum(ref, data))
+        return wire.encode_block_reply(data, source, crc)
 
     def WarmBlock(
         self, request: dcfs_pb2.WarmBlockRequest, context: grpc.ServicerContext

@@ -19,6 +19,7 @@ class Node:
     node_id: str
     address: str
     capacity: int
+    block_address: str = ""  # the node's block stream; "" means gRPC only
 
 
 def _unit_hash(key: bytes) -> float:

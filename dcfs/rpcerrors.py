@@ -23,12 +23,17 @@ _TO_STATUS: list[tuple[type[DcfsError], grpc.StatusCode]] = [
 ]
 
 
-def abort(context: grpc.ServicerContext, exc: DcfsError) -> NoReturn:
-    """End the call with the status code that matches ``exc``."""
+def status_of(exc: DcfsError) -> grpc.StatusCode:
+    """The status code that matches ``exc``."""
     for cls, code in _TO_STATUS:
         if isinstance(exc, cls):
-            context.abort(code, str(exc))
-    context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def abort(context: grpc.ServicerContext, exc: DcfsError) -> NoReturn:
+    """End the call with the status code that matches ``exc``."""
+    context.abort(status_of(exc), str(exc))
     raise AssertionError("context.abort returned")
 
 

@@ -19,12 +19,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
 
 from dcfs import rpc, rpcerrors, wire
 from dcfs.blocks import BlockRef
+from dcfs.blockstream import BlockStreamClient
 from dcfs.cluster import describe_rpc_error
 from dcfs.errors import CorruptBlock, PeerError
 from dcfs.objstore import ObjectStore
@@ -60,6 +62,8 @@ class Peers:
         self._ring = Ring([])
         self._epoch = -1
         self._clients: dict[str, NodeClient] = {}
+        # Block-stream calls run here, so they are futures like gRPC's.
+        self._stream_pool = ThreadPoolExecutor(32, thread_name_prefix="block-stream")
         self._down_until: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="members", daemon=True)
@@ -75,6 +79,7 @@ class Peers:
 
     def stop(self) -> None:
         self._stop.set()
+        self._stream_pool.shutdown(wait=False, cancel_futures=True)
         if self.hedged_requests:
             log.info(
                 "%d block requests were hedged to the next owner or the bucket",
@@ -90,7 +95,7 @@ class Peers:
             return
         if reply.epoch == self._epoch:
             return
-        nodes = [Node(n.node_id, n.address, n.capacity) for n in reply.nodes]
+        nodes = [Node(n.node_id, n.address, n.capacity, n.block_address) for n in reply.nodes]
         with self._lock:
             self._ring = Ring(nodes)
             self._epoch = reply.epoch
@@ -174,8 +179,8 @@ class Peers:
     def _client(self, node: Node) -> "NodeClient":
         with self._lock:
             client = self._clients.get(node.address)
-            if client is None:
-                client = self._clients[node.address] = NodeClient(rpc.channel(node.address))
+            if client is None or client.block_address != node.block_address:
+                client = self._clients[node.address] = NodeClient(node, self._stream_pool)
             return client
 
     def _is_down(self, node: Node) -> bool:
@@ -224,7 +229,7 @@ class PeerRouter(Peers):
         request = dcfs_pb2.ReadBlockRequest(block=wire.block_to_proto(ref))
         data = self._ask_owners(
             ref,
-            lambda node: node.read_block.future(request, timeout=self._peer_timeout_s),
+            lambda node: node.read_block_future(request, self._peer_timeout_s),
             lambda node, future: _verified(node, ref, future),
             self._hedge_after_s,
         )
@@ -239,19 +244,33 @@ class PeerRouter(Peers):
 
 
 class NodeClient:
-    """The calls to one cache node. ReadBlock returns the raw reply, which
-    :func:`dcfs.wire.decode_block_reply` slices without copying the block."""
+    """The calls to one cache node.
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    ReadBlock goes over the node's block stream when it has one (a plain TCP
+    fast path, :mod:`dcfs.blockstream`), else over gRPC returning the raw
+    reply, which :func:`dcfs.wire.decode_block_reply` slices without a copy.
+    Either way the caller gets a future.
+    """
+
+    def __init__(self, node: Node, stream_pool: ThreadPoolExecutor) -> None:
+        channel = rpc.channel(node.address)
         self.stub = dcfs_pb2_grpc.CacheNodeStub(channel)
-        self.read_block: grpc.UnaryUnaryMultiCallable = channel.unary_unary(  # type: ignore[type-arg]
+        self.block_address = node.block_address
+        self._stream = BlockStreamClient(node.block_address) if node.block_address else None
+        self._stream_pool = stream_pool
+        self._read_block: grpc.UnaryUnaryMultiCallable = channel.unary_unary(  # type: ignore[type-arg]
             "/dcfs.CacheNode/ReadBlock",
             request_serializer=dcfs_pb2.ReadBlockRequest.SerializeToString,
             response_deserializer=None,
         )
 
+    def read_block_future(self, request: dcfs_pb2.ReadBlockRequest, timeout_s: float) -> Any:
+        if self._stream is not None:
+            return self._stream_pool.submit(self._stream.read_block, request, timeout_s)
+        return self._read_block.future(request, timeout=timeout_s)
 
-def _result(node: Node, future: "grpc.Future[Any]") -> Any:
+
+def _result(node: Node, future: Any) -> Any:
     """The reply of a finished call, or the domain error its status means."""
     try:
         return future.result()
@@ -259,10 +278,13 @@ def _result(node: Node, future: "grpc.Future[Any]") -> Any:
         raise rpcerrors.from_rpc_error(exc, node.address) from None
 
 
-def _verified(node: Node, ref: BlockRef, future: "grpc.Future[Any]") -> bytes:
-    message = _result(node, future)
+def _verified(node: Node, ref: BlockRef, future: Any) -> bytes:
+    answer = _result(node, future)
     try:
-        data, crc32, _source = wire.decode_block_reply(message)
+        if isinstance(answer, tuple):  # the block stream: (block, crc32, source)
+            data, crc32, _source = answer
+        else:
+            data, crc32, _source = wire.decode_block_reply(answer)
         return wire.verify_block(ref, data, crc32)
     except CorruptBlock as exc:
         raise PeerError(f"{node.address}: {exc}") from None

@@ -52,9 +52,9 @@ class Membership:
         """What nodes are told: three heartbeats fit in one timeout."""
         return self.timeout_s / 3
 
-    def join(self, node_id: str, address: str, capacity: int) -> None:
+    def join(self, node_id: str, address: str, capacity: int, block_address: str = "") -> None:
         """Add or update a node; joining again with the same data only refreshes it."""
-        node = Node(node_id, address, capacity)
+        node = Node(node_id, address, capacity, block_address)
         with self._lock:
             now = self._clock()
             changed = self._expire(now)

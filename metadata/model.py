@@ -54,6 +54,7 @@ class Node:
     node_id: str
     address: str
     capacity: int
+    block_address: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,7 +157,12 @@ class MetadataServicer(dcfs_pb2_grpc.MetadataServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if node.capacity == 0:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "capacity must be positive")
-        self._membership.join(node.node_id, node.address, node.capacity)
+        if node.block_address:
+            try:
+                parse_address(node.block_address)
+            except ConfigError as exc:
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._membership.join(node.node_id, node.address, node.capacity, node.block_address)
         interval_ms = max(1, round(self._membership.heartbeat_interval_s * 1000))
         return dcfs_pb2.JoinReply(heartbeat_interval_ms=interval_ms)
 
@@ -182,7 +187,12 @@ class MetadataServicer(dcfs_pb2_grpc.MetadataServicer):
         nodes, epoch = self._membership.members()
         return dcfs_pb2.MembersReply(
             nodes=[
-                dcfs_pb2.NodeInfo(node_id=n.node_id, address=n.address, capacity=n.capacity)
+                dcfs_pb2.NodeInfo(
+                    node_id=n.node_id,
+                    address=n.address,
+                    capacity=n.capacity,
+                    block_address=n.block_address,
+                )
                 for n in nodes
             ],
             epoch=epoch,

@@ -235,8 +235,8 @@ class NamespaceStore:
         nodes: list[Node] = []
         with self._env.begin() as txn:
             for key, value in txn.cursor(db=self._members):
-                address = value[8:].decode()
-                nodes.append(Node(key.decode(), address, from_u64(value[:8])))
+                address, _, block_address = value[8:].decode().partition("\0")
+                nodes.append(Node(key.decode(), address, from_u64(value[:8]), block_address))
             raw = txn.get(b"epoch", db=self._meta)
         return nodes, 0 if raw is None else from_u64(raw)
 
@@ -245,7 +245,7 @@ class NamespaceStore:
         with self._env.begin(write=True) as txn:
             txn.drop(self._members, delete=False)
             for node in nodes:
-                value = u64(node.capacity) + node.address.encode()
+                value = u64(node.capacity) + f"{node.address}\0{node.block_address}".encode()
                 txn.put(node.node_id.encode(), value, db=self._members)
             txn.put(b"epoch", u64(epoch), db=self._meta)
 

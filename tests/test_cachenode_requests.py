@@ -2,6 +2,7 @@
 status code, and keeps serving correct blocks afterwards."""
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from clusters import running_cluster
 
 from dcfs import rpc, wire
 from dcfs.blocks import BlockRef
+from dcfs.blockstream import BlockStreamClient
+from dcfs.errors import ObjectChanged, PeerError
 from dcfs.launcher import LocalCluster
 from dcfs.objstore import open_store
-from protos import dcfs_pb2
+from protos import dcfs_pb2, dcfs_pb2_grpc
 
 MiB = 1024 * 1024
 
@@ -84,3 +87,45 @@ def test_a_vanished_object_is_not_found(node: tuple[LocalCluster, str, Path]) ->
     assert _code(address, _request("doomed.bin", version.etag, version.size, 0)) == (
         grpc.StatusCode.NOT_FOUND
     )
+
+
+def _block_address(cluster: LocalCluster, address: str) -> str:
+    stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(cluster.metadata_address))
+    nodes = stub.Members(dcfs_pb2.MembersRequest(), timeout=5).nodes
+    found: str = next(n.block_address for n in nodes if n.address == address)
+    return found
+
+
+def test_the_block_stream_serves_blocks_and_survives_garbage(
+    node: tuple[LocalCluster, str, Path],
+) -> None:
+    cluster, address, bucket = node
+    stream_address = _block_address(cluster, address)
+    host, port = rpc.parse_address(stream_address)
+    # Not our protocol, an absurd length, a truncated request: each closes the
+    # connection and nothing else.
+    for garbage in (b"GET / HTTP/1.1\r\n\r\n", b"DCB1\xff\xff\xff\xff", b"DCB1\x10\x00\x00\x00ab"):
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(garbage)
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(100) == b""
+
+    client = BlockStreamClient(stream_address)
+    version = open_store(f"file://{bucket}").head("data.bin").version
+    request = dcfs_pb2.ReadBlockRequest(block=wire.block_to_proto(BlockRef(version, 1, MiB)))
+    for _ in range(3):  # the connection is reused
+        data, crc, _source = client.read_block(request, timeout_s=10)
+        assert bytes(data) == (bucket / "data.bin").read_bytes()[MiB : 2 * MiB]
+        assert wire.checksum(data) == crc
+    stale = dcfs_pb2.ReadBlockRequest(
+        block=dcfs_pb2.BlockRef(
+            key="data.bin", etag="old", object_size=version.size, index=0, block_size=MiB
+        )
+    )
+    with pytest.raises(ObjectChanged):
+        client.read_block(stale, timeout_s=10)
+    bad = dcfs_pb2.ReadBlockRequest(block=dcfs_pb2.BlockRef(key="", etag="e"))
+    with pytest.raises(PeerError, match="key"):
+        client.read_block(bad, timeout_s=10)
+    client.close()
+    assert all(c.process.poll() is None for c in cluster.children)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from cachenode.server import CacheNodeConfig, CacheNodeServer
+from dcfs import rpc
 from dcfs.blocks import DEFAULT_BLOCK_SIZE
 from dcfs.cli.common import (
     Subparsers,
@@ -75,6 +76,13 @@ def register(commands: Subparsers) -> None:
         type=address_arg,
         default=None,
         help="HOST:PORT clients should use (default: --listen)",
+    )
+    p.add_argument(
+        "--block-listen",
+        default="auto",
+        metavar="HOST:PORT|auto|off",
+        help="the block stream, a plain TCP fast path for block reads beside gRPC: auto picks "
+        "a free port on the --listen host; off serves blocks over gRPC only",
     )
     p.add_argument(
         "--cache-dir",
@@ -172,6 +180,14 @@ def run_metadata(args: argparse.Namespace) -> int:
     return 0
 
 
+def _block_listen(text: str) -> str:
+    if text == "off":
+        return ""
+    if text != "auto":
+        rpc.parse_address(text)  # ConfigError: a one-line message
+    return text
+
+
 def run_cachenode(args: argparse.Namespace) -> int:
     config = CacheNodeConfig(
         metadata=args.metadata,
@@ -180,6 +196,7 @@ def run_cachenode(args: argparse.Namespace) -> int:
         memory=args.memory,
         disk=args.disk,
         advertise=args.advertise or "",
+        block_listen=_block_listen(args.block_listen),
     )
     node = CacheNodeServer(config)
     node.start()
