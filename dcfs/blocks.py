@@ -5,7 +5,7 @@ etag, so a changed object can never be served from a stale cache.
 """
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
 
@@ -26,6 +26,7 @@ class BlockRef:
     version: ObjectVersion
     index: int
     block_size: int
+    _id: str = field(default="", compare=False, repr=False)
 
     @property
     def offset(self) -> int:
@@ -38,17 +39,29 @@ class BlockRef:
 
     @property
     def block_id(self) -> str:
-        """Hex digest naming this block in every cache and on the ring."""
-        return block_id(self.version, self.index, self.block_size)
+        """Hex digest naming this block in every cache and on the ring
+        (computed once per reference: the read path asks often)."""
+        if not self._id:
+            object.__setattr__(self, "_id", block_id(self.version, self.index, self.block_size))
+        return self._id
 
 
 def block_id(version: ObjectVersion, index: int, block_size: int) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in (version.key, version.etag, str(version.size), str(index), str(block_size)):
-        encoded = part.encode("utf-8", "surrogateescape")
-        h.update(len(encoded).to_bytes(4, "little"))
-        h.update(encoded)
-    return h.hexdigest()
+    key = version.key.encode("utf-8", "surrogateescape")
+    etag = version.etag.encode("utf-8", "surrogateescape")
+    # Length-prefixed fields: no two identities share an encoding.
+    identity = b"".join(
+        (
+            len(key).to_bytes(4, "little"),
+            key,
+            len(etag).to_bytes(4, "little"),
+            etag,
+            version.size.to_bytes(8, "little"),
+            index.to_bytes(8, "little"),
+            block_size.to_bytes(8, "little"),
+        )
+    )
+    return hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
 def block_count(size: int, block_size: int) -> int:

@@ -14,6 +14,9 @@ class PrefetchWindow:
     slack: int = 1024 * 1024
     next_offset: int = 0
     blocks: int = 0
+    # Blocks before this index were handed to the prefetcher already in this
+    # sequential run: each is considered once, not on every read.
+    issued_until: int = 0
 
     def unread_from(self, offset: int) -> int:
         """For a read at ``offset``, where the bytes this handle has not just
@@ -27,6 +30,7 @@ class PrefetchWindow:
         self.next_offset = max(self.next_offset, offset + size) if sequential else offset + size
         if not sequential or self.max_blocks <= 0:
             self.blocks = 0
+            self.issued_until = 0
             return range(0)
         self.blocks = min(self.max_blocks, max(1, self.blocks * 2))
         first = (offset + size - 1) // block_size + 1

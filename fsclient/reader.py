@@ -46,7 +46,7 @@ class BlockReader:
         fresh = window.unread_from(offset) if window is not None else 0
         if window is not None:
             self._prefetch(
-                version, window.advise(offset, size, self.block_size, self._count(version))
+                version, window, window.advise(offset, size, self.block_size, self._count(version))
             )
         if not refs:
             return b""
@@ -73,7 +73,7 @@ class BlockReader:
             return None
         if window is not None:
             self._prefetch(
-                version, window.advise(offset, size, self.block_size, self._count(version))
+                version, window, window.advise(offset, size, self.block_size, self._count(version))
             )
         return memoryview(data)[start : start + size]
 
@@ -88,17 +88,19 @@ class BlockReader:
     def _count(self, version: ObjectVersion) -> int:
         return block_count(version.size, self.block_size)
 
-    def _prefetch(self, version: ObjectVersion, indexes: range) -> None:
-        for index in indexes:
+    def _prefetch(self, version: ObjectVersion, window: PrefetchWindow, indexes: range) -> None:
+        """Start fetching the blocks of ``indexes`` this window has not handed
+        out yet; stop at the budget (the next read asks again)."""
+        for index in range(max(indexes.start, window.issued_until), indexes.stop):
             ref = BlockRef(version, index, self.block_size)
             block_id = ref.block_id
             with self._lock:
-                if block_id in self._in_flight or len(self._in_flight) >= self.max_prefetch_blocks:
-                    continue
-                if self.cache.contains(ref):
-                    continue
-                self._in_flight.add(block_id)
-            self._pool.submit(self._prefetch_one, ref, block_id)
+                if block_id not in self._in_flight and not self.cache.contains(ref):
+                    if len(self._in_flight) >= self.max_prefetch_blocks:
+                        return
+                    self._in_flight.add(block_id)
+                    self._pool.submit(self._prefetch_one, ref, block_id)
+            window.issued_until = index + 1
 
     def _prefetch_one(self, ref: BlockRef, block_id: str) -> None:
         try:  # not a use of the block: its reader will count when it arrives
