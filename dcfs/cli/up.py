@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dcfs.cli import tools
-from dcfs.cli.common import Subparsers, add_command, size_arg
+from dcfs.cli.common import Subparsers, add_command, interval_arg, size_arg
 from dcfs.errors import ConfigError
 from dcfs.launcher import LocalCluster
 from dcfs.objstore import open_store
@@ -37,6 +37,12 @@ def register(commands: Subparsers) -> None:
     )
     p.add_argument("--nodes", type=int, default=2, help="number of cache nodes")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint for an s3:// source")
+    p.add_argument(
+        "--refresh-interval",
+        type=interval_arg,
+        default=30.0,
+        help="seconds between the metadata service's syncs with the bucket (0: only at start)",
+    )
     p.add_argument(
         "--state-dir",
         type=Path,
@@ -116,7 +122,9 @@ def _serve(
     args: argparse.Namespace,
     stop: threading.Event,
 ) -> None:
-    cluster.start_metadata(source, endpoint_url=args.endpoint_url)
+    cluster.start_metadata(
+        source, "--refresh-interval", str(args.refresh_interval), endpoint_url=args.endpoint_url
+    )
     for _ in range(args.nodes):
         cluster.start_node(str(args.node_memory), str(args.node_disk))
     cluster.start_mount(
