@@ -1,0 +1,99 @@
+"""Where the CPU goes in a cold read: a 1 GiB object on SeaweedFS read once
+through a dcfs mount (two cache nodes, 1 MiB ``direct=1`` reads), then the
+same object with 16 parallel ranged GETs; the CPU seconds of every process,
+from /proc/PID/stat. On a machine with few cores the ratio of the two totals
+bounds what a cold read through the cluster can reach.
+
+    .venv/bin/python bench/cold_cpu.py
+"""
+
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+
+from compare import SEQ1, seq  # noqa: E402
+from seaweed import SeaweedServer  # noqa: E402
+
+from dcfs.launcher import LocalCluster  # noqa: E402
+
+MiB = 1024 * 1024
+SIZE = 1024 * MiB
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "any")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    work = Path(tempfile.mkdtemp(prefix="dcfs-cold-cpu-"))
+    server = SeaweedServer()
+    try:
+        server.start(work / "seaweed")
+        server.create_bucket("cold")
+        (work / "big").write_bytes(os.urandom(SIZE))
+        server.client().upload_file(str(work / "big"), "cold", "big.bin")
+        assert server.proc is not None
+        weed = server.proc.pid
+        with LocalCluster(work / "state", log_dir=work / "logs") as cluster:
+            cluster.start_metadata("s3://cold", endpoint_url=server.endpoint_url)
+            cluster.start_node("2GiB", "0")
+            cluster.start_node("2GiB", "0")
+            mnt = work / "mnt"
+            mnt.mkdir()
+            cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0")
+            pids = {child.name: child.process.pid for child in cluster.children}
+            pids["seaweedfs"] = weed
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            result = seq(SEQ1, mnt / "big.bin", SIZE)
+            spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        print(f"cold read through dcfs: {result.mib_s:.0f} MiB/s")
+        for name, seconds in spent.items():
+            print(f"  {name:<10} {seconds:5.2f} CPU-s")
+        print(f"  {'total':<10} {sum(spent.values()):5.2f} CPU-s")
+
+        client = boto3.client(
+            "s3", endpoint_url=server.endpoint_url, config=Config(max_pool_connections=16)
+        )
+
+        def get(offset: int) -> int:
+            reply = client.get_object(
+                Bucket="cold", Key="big.bin", Range=f"bytes={offset}-{offset + 4 * MiB - 1}"
+            )
+            return len(reply["Body"].read())
+
+        weed_before, own_before, started = cpu_seconds(weed), own_cpu_seconds(), time.time()
+        with ThreadPoolExecutor(16) as pool:
+            total = sum(pool.map(get, range(0, SIZE, 4 * MiB)))
+        elapsed = time.time() - started
+        weed_spent, own_spent = cpu_seconds(weed) - weed_before, own_cpu_seconds() - own_before
+        print(f"16 parallel GETs: {total / MiB / elapsed:.0f} MiB/s")
+        print(f"  seaweedfs  {weed_spent:5.2f} CPU-s")
+        print(f"  boto3      {own_spent:5.2f} CPU-s")
+        print(f"  total      {weed_spent + own_spent:5.2f} CPU-s")
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
