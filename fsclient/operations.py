@@ -24,6 +24,7 @@ from fsclient.namespace import NamespaceClient
 from fsclient.openfiles import OpenFiles
 from fsclient.prefetch import PrefetchWindow
 from fsclient.reader import BlockReader
+from fsclient.siblings import SiblingIndex
 from protos import dcfs_pb2
 
 log = logging.getLogger("dcfs.client")
@@ -80,6 +81,7 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self._ns = namespace
         self._reader = reader
+        self._siblings = SiblingIndex()
         self._attr_timeout_s = attr_timeout_s
         self._open_check = open_check
         self._kernel = kernel or FuseKernel()
@@ -167,8 +169,10 @@ class Operations(pyfuse3.Operations):
                     return
             if not handle.more:
                 return
+            first_page = handle.base == 0 and not handle.entries
             page, more = await self._run(self._ns.readdir, handle.inode, handle.last_name)
             handle.next_page(page, more)
+            self._siblings.listed(handle.inode, first_page, [e.attr for e in page])
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -191,6 +195,11 @@ class Operations(pyfuse3.Operations):
         # Handles are version-pinned; the page cache is shared (fsclient.openfiles).
         mode = self._open_files.open(inode, version)
         self._files[fh] = FileHandle(version, self._reader.new_window(), inode)
+        ahead = self._siblings.opened(inode)
+        if ahead and not mode.direct_io:
+            self._reader.prefetch_first_blocks(
+                [ObjectVersion(a.key, a.etag, a.size) for a in ahead]
+            )
         if mode.stale_attrs:
             try:
                 await trio.to_thread.run_sync(self._kernel.invalidate_inode, inode, True)

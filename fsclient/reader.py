@@ -92,15 +92,29 @@ class BlockReader:
         """Start fetching the blocks of ``indexes`` this window has not handed
         out yet; stop at the budget (the next read asks again)."""
         for index in range(max(indexes.start, window.issued_until), indexes.stop):
-            ref = BlockRef(version, index, self.block_size)
-            block_id = ref.block_id
-            with self._lock:
-                if block_id not in self._in_flight and not self.cache.contains(ref):
-                    if len(self._in_flight) >= self.max_prefetch_blocks:
-                        return
-                    self._in_flight.add(block_id)
-                    self._pool.submit(self._prefetch_one, ref, block_id)
+            if not self._start_prefetch(BlockRef(version, index, self.block_size)):
+                return
             window.issued_until = index + 1
+
+    def prefetch_first_blocks(self, versions: list[ObjectVersion]) -> None:
+        """Fetch the first block of each of these files ahead of their reader
+        (the next files of a directory read in order), within the budget."""
+        for version in versions:
+            if not self._start_prefetch(BlockRef(version, 0, self.block_size)):
+                return
+
+    def _start_prefetch(self, ref: BlockRef) -> bool:
+        """Fetch ``ref`` in the background unless it is cached or on its way;
+        False when the budget is used up."""
+        block_id = ref.block_id
+        with self._lock:
+            if block_id in self._in_flight or self.cache.contains(ref):
+                return True
+            if len(self._in_flight) >= self.max_prefetch_blocks:
+                return False
+            self._in_flight.add(block_id)
+            self._pool.submit(self._prefetch_one, ref, block_id)
+            return True
 
     def _prefetch_one(self, ref: BlockRef, block_id: str) -> None:
         try:  # not a use of the block: its reader will count when it arrives
