@@ -12,17 +12,12 @@ import resource
 import shutil
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import boto3
-from botocore.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from compare import SEQ1, seq  # noqa: E402
+from compare import SEQ1, s3_parallel_get, seq, use_dummy_credentials  # noqa: E402
 from seaweed import SeaweedServer  # noqa: E402
 
 from dcfs.launcher import LocalCluster  # noqa: E402
@@ -42,9 +37,7 @@ def own_cpu_seconds() -> float:
 
 
 def main() -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(name, "any")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    use_dummy_credentials()
     work = Path(tempfile.mkdtemp(prefix="dcfs-cold-cpu-"))
     server = SeaweedServer()
     try:
@@ -71,22 +64,10 @@ def main() -> None:
             print(f"  {name:<10} {seconds:5.2f} CPU-s")
         print(f"  {'total':<10} {sum(spent.values()):5.2f} CPU-s")
 
-        client = boto3.client(
-            "s3", endpoint_url=server.endpoint_url, config=Config(max_pool_connections=16)
-        )
-
-        def get(offset: int) -> int:
-            reply = client.get_object(
-                Bucket="cold", Key="big.bin", Range=f"bytes={offset}-{offset + 4 * MiB - 1}"
-            )
-            return len(reply["Body"].read())
-
-        weed_before, own_before, started = cpu_seconds(weed), own_cpu_seconds(), time.time()
-        with ThreadPoolExecutor(16) as pool:
-            total = sum(pool.map(get, range(0, SIZE, 4 * MiB)))
-        elapsed = time.time() - started
+        weed_before, own_before = cpu_seconds(weed), own_cpu_seconds()
+        mib_s = s3_parallel_get(server, "", "cold", "big.bin", SIZE, 16)
         weed_spent, own_spent = cpu_seconds(weed) - weed_before, own_cpu_seconds() - own_before
-        print(f"16 parallel GETs: {total / MiB / elapsed:.0f} MiB/s")
+        print(f"16 parallel GETs: {mib_s:.0f} MiB/s")
         print(f"  seaweedfs  {weed_spent:5.2f} CPU-s")
         print(f"  boto3      {own_spent:5.2f} CPU-s")
         print(f"  total      {weed_spent + own_spent:5.2f} CPU-s")

@@ -56,6 +56,16 @@ def small_files_per_s(root: Path, names: list[str]) -> float:
     return pyreader.small_files(SMALL, paths).iops
 
 
+def use_dummy_credentials() -> None:
+    """SeaweedFS takes any key; dcfs's processes inherit these."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "any"),
+        ("AWS_SECRET_ACCESS_KEY", "any"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(name, value)
+
+
 def s3_parallel_get(
     server: SeaweedServer, endpoint: str, bucket: str, key: str, size: int, streams: int
 ) -> float:
@@ -133,12 +143,7 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "any"),
-        ("AWS_SECRET_ACCESS_KEY", "any"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        os.environ.setdefault(name, value)
+    use_dummy_credentials()
     rows: list[tuple[str, float, float, str]] = []  # what, dcfs, baseline, unit
 
     def add(what: str, value: float, base: float, unit: str) -> None:

@@ -50,9 +50,11 @@ class CacheNodeServer:
         self.stream: BlockStreamServer | None = None
         block_address = ""
         if config.block_listen:
-            listen_host = config.listen.rpartition(":")[0]
-            listen = f"{listen_host}:0" if config.block_listen == "auto" else config.block_listen
-            self.stream = BlockStreamServer(listen, servicer.serve_block)
+            if config.block_listen == "auto":
+                host, port = rpc.parse_address(config.listen)[0], 0
+            else:
+                host, port = rpc.parse_address(config.block_listen)
+            self.stream = BlockStreamServer(host, port, servicer.serve_block)
             advertise_host = (config.advertise or config.listen).rpartition(":")[0]
             block_address = f"{advertise_host}:{self.stream.port}"
         node = dcfs_pb2.NodeInfo(

@@ -24,11 +24,9 @@ import struct
 import threading
 from collections.abc import Callable
 
-import grpc
-
-from dcfs import rpc
-from dcfs.errors import DcfsError, ObjectChanged, ObjectNotFound, PeerError
-from dcfs.rpcerrors import status_of
+from dcfs import rpcerrors
+from dcfs.errors import DcfsError, PeerError
+from dcfs.rpc import parse_address
 from protos import dcfs_pb2
 
 log = logging.getLogger("dcfs.blockstream")
@@ -87,7 +85,7 @@ class _Connection(socketserver.BaseRequestHandler):
             data, crc, source = self.server.handler(request)
         except DcfsError as exc:
             message = str(exc).encode()[:65536]
-            code = status_of(exc).value[0]
+            code = rpcerrors.status_of(exc).value[0]
             sock.sendall(bytes([code]) + _LENGTH32.pack(len(message)) + message)
             return
         src = source.encode()[:255]
@@ -99,22 +97,15 @@ class BlockStreamServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, listen: str, handler: Handler, idle_timeout_s: float = 300) -> None:
-        host, port = (
-            rpc.parse_address(listen)
-            if listen.rpartition(":")[2] != "0"
-            else (
-                listen.rpartition(":")[0].strip("[]"),
-                0,
-            )
-        )
+    def __init__(self, host: str, port: int, handler: Handler, idle_timeout_s: float = 300) -> None:
+        """Listen on ``host:port`` (port 0: any free port, see :attr:`port`)."""
         self.handler = handler
         self.idle_timeout_s = idle_timeout_s
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             super().__init__((host, port), _Connection)
         except OSError as exc:
-            raise DcfsError(f"cannot listen on {listen}: {exc.strerror}") from None
+            raise DcfsError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         self._thread = threading.Thread(target=self.serve_forever, name="block-stream", daemon=True)
 
     @property
@@ -137,7 +128,7 @@ class BlockStreamClient:
 
     def __init__(self, address: str, pool_size: int = 16) -> None:
         self.address = address
-        self._host, self._port = rpc.parse_address(address)
+        self._host, self._port = parse_address(address)
         self._idle: queue.LifoQueue[socket.socket] = queue.LifoQueue(pool_size)
 
     def read_block(
@@ -186,7 +177,10 @@ class BlockStreamClient:
             length = _LENGTH32.unpack(_recv_exact(sock, 4))[0]
             if length > 65536:
                 raise PeerError(f"{self.address}: malformed error reply")
-            return _error(status, _recv_exact(sock, length).decode(errors="replace"), self.address)
+            details = _recv_exact(sock, length).decode(errors="replace")
+            return rpcerrors.from_status(
+                rpcerrors.status_from_number(status), details, self.address
+            )
         crc, src_len = _OK.unpack(bytes([status]) + _recv_exact(sock, _OK.size - 1))[1:]
         source = _recv_exact(sock, src_len).decode(errors="replace")
         length = _LENGTH64.unpack(_recv_exact(sock, 8))[0]
@@ -206,11 +200,3 @@ class BlockStreamClient:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
-
-
-def _error(status: int, message: str, address: str) -> DcfsError:
-    if status == grpc.StatusCode.FAILED_PRECONDITION.value[0]:
-        return ObjectChanged(message)
-    if status == grpc.StatusCode.NOT_FOUND.value[0]:
-        return ObjectNotFound(message)
-    return PeerError(f"{address}: {message}")

@@ -42,6 +42,19 @@ def from_rpc_error(exc: grpc.RpcError, peer: str) -> DcfsError:
     (not the object) is the problem, so the caller may try another source."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(code)
+    return from_status(code, details, peer)
+
+
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def status_from_number(number: int) -> grpc.StatusCode:
+    """The status code a number on the wire stands for (UNKNOWN if none)."""
+    return _BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+
+
+def from_status(code: grpc.StatusCode, details: str, peer: str) -> DcfsError:
+    """The domain error a status from ``peer`` means (see :func:`from_rpc_error`)."""
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return ObjectChanged(details)
     if code == grpc.StatusCode.NOT_FOUND:

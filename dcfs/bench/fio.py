@@ -29,8 +29,7 @@ def run(spec: JobSpec, path: Path, size: int) -> JobResult:
         "DCFS_BS": str(spec.block_size),
     }
     if spec.kind == "seq":
-        slice_size = size // spec.jobs // spec.block_size * spec.block_size or size
-        env |= {"DCFS_SIZE": str(slice_size), "DCFS_JOBS": str(spec.jobs)}
+        env |= {"DCFS_SIZE": str(spec.slice_size(size)), "DCFS_JOBS": str(spec.jobs)}
         job_file = _job_file("seq-1m.fio")
     else:
         env |= {"DCFS_IOS": str(spec.ios)}

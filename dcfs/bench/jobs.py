@@ -20,6 +20,11 @@ class JobSpec:
     ios: int = 0  # random reads: how many (bounded by max_s as well)
     max_s: float = 20.0
 
+    def slice_size(self, size: int) -> int:
+        """Bytes each of ``jobs`` sequential readers takes of a ``size``-byte
+        file: disjoint, block-aligned slices (fio's ``offset_increment``)."""
+        return size // self.jobs // self.block_size * self.block_size or size
+
 
 MiB = 1024 * 1024
 

@@ -63,7 +63,7 @@ def sequential(spec: JobSpec, path: Path, size: int) -> JobResult:
     ``offset_increment`` does."""
     rec = _Recorder()
     deadline = time.perf_counter() + spec.max_s
-    slice_size = size // spec.jobs // spec.block_size * spec.block_size or size
+    slice_size = spec.slice_size(size)
     started = time.perf_counter()
     threads = [
         threading.Thread(
