@@ -3,9 +3,9 @@
 import threading
 from collections import OrderedDict
 
-from dcfs import wire
 from dcfs.blockcache import BlockCache
 from dcfs.blocks import BlockRef
+from dcfs.checksum import crc32c
 from dcfs.objstore import ObjectStore
 
 # About 100 bytes each: a few MiB to remember the sums of far more blocks
@@ -34,7 +34,7 @@ class BlockService:
         return data, "bucket" if source == "fetch" else source
 
     def checksum(self, ref: BlockRef, data: bytes) -> int:
-        """The block's CRC-32 for a reply, computed once per block id.
+        """The block's CRC-32C for a reply, computed once per block id.
 
         A block never changes under its id, so a hot block is not summed again
         for every reader; and bytes that rotted in memory since no longer
@@ -46,7 +46,7 @@ class BlockService:
             if crc is not None:
                 self._crcs.move_to_end(block_id)
                 return crc
-        crc = wire.checksum(data)
+        crc = crc32c(data)
         with self._lock:
             self._crcs[block_id] = crc
             while len(self._crcs) > MAX_REMEMBERED_CHECKSUMS:

@@ -21,7 +21,7 @@ class CacheNodeServicer:
         self.blocks = blocks
 
     def serve_block(self, request: dcfs_pb2.ReadBlockRequest) -> tuple[bytes, int, str]:
-        """``(block, crc32, source)`` for a request over gRPC or the block
+        """``(block, crc32c, source)`` for a request over gRPC or the block
         stream; raises DcfsError (InvalidRequest for a malformed one)."""
         ref = wire.block_from_proto(request.block, self.blocks.block_size)
         data, source = self.blocks.read_block(ref)

@@ -9,7 +9,7 @@ The request is the same ``ReadBlockRequest`` protobuf as the gRPC call. Frames:
 
     request:  b"DCB1" | u32 length | ReadBlockRequest
     reply:    u8 status (0 = OK, else a grpc.StatusCode number)
-              OK:    u32 crc32 | u8 length | source | u64 length | block bytes
+              OK:    u32 crc32c | u8 length | source | u64 length | block bytes
               error: u32 length | message (UTF-8)
 
 A connection carries one request at a time and is reused; anything
@@ -39,7 +39,7 @@ _OK = struct.Struct("<BIB")
 _LENGTH64 = struct.Struct("<Q")
 _LENGTH32 = struct.Struct("<I")
 
-# What a node does with a request: (block, crc32, source), or a DcfsError.
+# What a node does with a request: (block, crc32c, source), or a DcfsError.
 Handler = Callable[[dcfs_pb2.ReadBlockRequest], tuple[bytes, int, str]]
 
 
@@ -134,7 +134,7 @@ class BlockStreamClient:
     def read_block(
         self, request: dcfs_pb2.ReadBlockRequest, timeout_s: float
     ) -> tuple[bytearray, int, str]:
-        """``(block, crc32, source)``; ObjectChanged/ObjectNotFound for the
+        """``(block, crc32c, source)``; ObjectChanged/ObjectNotFound for the
         object, PeerError for anything about the node or the connection."""
         try:
             pooled: socket.socket | None = self._idle.get_nowait()

@@ -1,9 +1,8 @@
 """Conversions between wire messages and domain values, with validation:
 a malformed request is an :class:`InvalidRequest`, never a traceback."""
 
-import zlib
-
 from dcfs.blocks import BlockRef, ObjectVersion
+from dcfs.checksum import crc32c
 from dcfs.errors import CorruptBlock, InvalidRequest
 from protos import dcfs_pb2
 
@@ -34,18 +33,14 @@ def block_from_proto(msg: dcfs_pb2.BlockRef, expected_block_size: int) -> BlockR
     return BlockRef(version, msg.index, msg.block_size)
 
 
-def checksum(data: bytes | memoryview) -> int:
-    return zlib.crc32(data)
-
-
-def verify_block(ref: BlockRef, data: bytes | memoryview, crc32: int) -> bytes:
+def verify_block(ref: BlockRef, data: bytes | memoryview, crc: int) -> bytes:
     """Check a block received from a peer: its length and checksum."""
     if len(data) != ref.length:
         raise CorruptBlock(
             f"block {ref.index} of {ref.version.key!r}: got {len(data)} bytes, "
             f"expected {ref.length}"
         )
-    if checksum(data) != crc32:
+    if crc32c(data) != crc:
         raise CorruptBlock(f"block {ref.index} of {ref.version.key!r}: checksum mismatch")
     # A view into the received message is kept as the block: no copy.
     return data  # type: ignore[return-value]
@@ -87,17 +82,17 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def encode_block_reply(data: bytes, source: str, crc32: int | None = None) -> bytes:
-    """A serialized ``ReadBlockReply`` for ``data`` and its CRC-32 (computed
+def encode_block_reply(data: bytes, source: str, crc: int | None = None) -> bytes:
+    """A serialized ``ReadBlockReply`` for ``data`` and its CRC-32C (computed
     here unless the caller knows it)."""
     src = source.encode()
-    crc = checksum(data) if crc32 is None else crc32
+    crc = crc32c(data) if crc is None else crc
     head = _CRC_TAG + _varint(crc) + _SOURCE_TAG + _varint(len(src)) + src
     return b"".join((head, _DATA_TAG, _varint(len(data)), data))
 
 
 def decode_block_reply(message: bytes) -> tuple[memoryview, int, str]:
-    """``(data, crc32, source)`` of a serialized ``ReadBlockReply``; ``data``
+    """``(data, crc32c, source)`` of a serialized ``ReadBlockReply``; ``data``
     is a view into ``message``. Unknown fields are skipped, as protobuf does."""
     buf = memoryview(message)
     data, crc, source = memoryview(b""), 0, ""

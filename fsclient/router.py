@@ -281,10 +281,10 @@ def _result(node: Node, future: Any) -> Any:
 def _verified(node: Node, ref: BlockRef, future: Any) -> bytes:
     answer = _result(node, future)
     try:
-        if isinstance(answer, tuple):  # the block stream: (block, crc32, source)
-            data, crc32, _source = answer
+        if isinstance(answer, tuple):  # the block stream: (block, crc32c, source)
+            data, crc, _source = answer
         else:
-            data, crc32, _source = wire.decode_block_reply(answer)
-        return wire.verify_block(ref, data, crc32)
+            data, crc, _source = wire.decode_block_reply(answer)
+        return wire.verify_block(ref, data, crc)
     except CorruptBlock as exc:
         raise PeerError(f"{node.address}: {exc}") from None

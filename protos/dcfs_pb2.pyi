@@ -653,23 +653,23 @@ class ReadBlockReply(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_FIELD_NUMBER: _builtins.int
-    CRC32_FIELD_NUMBER: _builtins.int
+    CRC32C_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
-    crc32: _builtins.int
-    """CRC-32 (zlib) of data, checked by the receiver."""
+    crc32c: _builtins.int
+    """CRC-32C (Castagnoli) of data, checked by the receiver."""
     source: _builtins.str
     """Which tier answered: "memory", "disk" or "bucket"."""
     def __init__(
         self,
         *,
         data: _builtins.bytes = ...,
-        crc32: _builtins.int = ...,
+        crc32c: _builtins.int = ...,
         source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["crc32", b"crc32", "data", b"data", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crc32c", b"crc32c", "data", b"data", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

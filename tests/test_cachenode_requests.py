@@ -13,6 +13,7 @@ from clusters import running_cluster
 from dcfs import rpc, wire
 from dcfs.blocks import BlockRef
 from dcfs.blockstream import BlockStreamClient
+from dcfs.checksum import crc32c
 from dcfs.errors import ObjectChanged, PeerError
 from dcfs.launcher import LocalCluster
 from dcfs.objstore import open_store
@@ -116,7 +117,7 @@ def test_the_block_stream_serves_blocks_and_survives_garbage(
     for _ in range(3):  # the connection is reused
         data, crc, _source = client.read_block(request, timeout_s=10)
         assert bytes(data) == (bucket / "data.bin").read_bytes()[MiB : 2 * MiB]
-        assert wire.checksum(data) == crc
+        assert crc32c(data) == crc
     stale = dcfs_pb2.ReadBlockRequest(
         block=dcfs_pb2.BlockRef(
             key="data.bin", etag="old", object_size=version.size, index=0, block_size=MiB

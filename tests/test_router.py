@@ -11,6 +11,7 @@ import pytest
 
 from dcfs import rpc, wire
 from dcfs.blocks import BlockRef
+from dcfs.checksum import crc32c
 from dcfs.objstore import ObjectStore, open_store
 from dcfs.ring import Node, Ring
 from fsclient.router import PeerRouter
@@ -38,7 +39,7 @@ class FakeNode(dcfs_pb2_grpc.CacheNodeServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.mode} node")
         ref = wire.block_from_proto(request.block, BLOCK)
         data = self.store.read_range(ref.version, ref.offset, ref.length)
-        return dcfs_pb2.ReadBlockReply(data=data, crc32=wire.checksum(data), source="memory")
+        return dcfs_pb2.ReadBlockReply(data=data, crc32c=crc32c(data), source="memory")
 
 
 class FakeMetadata(dcfs_pb2_grpc.MetadataServicer):

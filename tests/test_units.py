@@ -9,6 +9,7 @@ import pytest
 
 from dcfs import rpc, wire
 from dcfs.blocks import BlockRef, ObjectVersion, block_count, blocks_for_range
+from dcfs.checksum import crc32c
 from dcfs.errors import ConfigError, CorruptBlock, InvalidRequest
 from dcfs.ring import Node, Ring, assign, load_spread, moved_fraction
 from dcfs.singleflight import SingleFlight
@@ -80,11 +81,11 @@ def test_wire_rejects_malformed_block_refs() -> None:
 
 def test_verify_block_checks_length_and_checksum() -> None:
     ref = BlockRef(ObjectVersion("k", "e", 5), 0, MiB)
-    assert wire.verify_block(ref, b"hello", wire.checksum(b"hello")) == b"hello"
+    assert wire.verify_block(ref, b"hello", crc32c(b"hello")) == b"hello"
     with pytest.raises(CorruptBlock):
-        wire.verify_block(ref, b"hellO", wire.checksum(b"hello"))
+        wire.verify_block(ref, b"hellO", crc32c(b"hello"))
     with pytest.raises(CorruptBlock):
-        wire.verify_block(ref, b"hell", wire.checksum(b"hell"))
+        wire.verify_block(ref, b"hell", crc32c(b"hell"))
 
 
 @pytest.mark.parametrize("text", ["localhost", "host:", ":80", "h:0", "h:70000", "h:x"])
@@ -201,8 +202,8 @@ def test_block_reply_encoding_matches_protobuf(size: int) -> None:
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     encoded = wire.encode_block_reply(data, "memory")
     parsed = dcfs_pb2.ReadBlockReply.FromString(encoded)
-    assert (parsed.data, parsed.crc32, parsed.source) == (data, wire.checksum(data), "memory")
-    generated = dcfs_pb2.ReadBlockReply(data=data, crc32=12345, source="disk").SerializeToString()
+    assert (parsed.data, parsed.crc32c, parsed.source) == (data, crc32c(data), "memory")
+    generated = dcfs_pb2.ReadBlockReply(data=data, crc32c=12345, source="disk").SerializeToString()
     got, crc, source = wire.decode_block_reply(generated)
     assert (bytes(got), crc, source) == (data, 12345, "disk")
 

@@ -7,8 +7,8 @@ then its bytes (little-endian)::
 
     magic b"DCFSBLK1" | u16 header version | u16 flags (0)
     u32 key length | u32 etag length | u64 object size | u64 block index
-    u64 block size | u64 data length | u32 CRC32 (zlib) of the data
-    key bytes | etag bytes | u32 CRC32 of everything above | data
+    u64 block size | u64 data length | u32 CRC-32C of the data
+    key bytes | etag bytes | u32 CRC-32C of everything above | data
 
 The identity fields let a read reject a file that holds another block (a bug,
 a rename, a hash collision); the two CRCs catch bit rot in either part.
@@ -17,17 +17,17 @@ a rename, a hash collision); the two CRCs catch bit rot in either part.
 import os
 import re
 import struct
-import zlib
 from contextlib import suppress
 from pathlib import Path
 
 from dcfs.blocks import BlockRef
+from dcfs.checksum import crc32c
 from dcfs.errors import CorruptBlock
 
 BLK_SUFFIX = ".blk"
 TMP_SUFFIX = ".tmp"
 MAGIC = b"DCFSBLK1"
-HEADER_VERSION = 1
+HEADER_VERSION = 2  # 1: zlib CRC-32
 _FIXED = struct.Struct("<8sHHIIQQQQI")
 _CRC = struct.Struct("<I")
 _BLOCK_NAME = re.compile(r"[0-9a-f]{32}\.blk")
@@ -48,10 +48,10 @@ def encode_header(ref: BlockRef, data: bytes) -> bytes:
     v = ref.version
     fixed = _FIXED.pack(
         MAGIC, HEADER_VERSION, 0, len(key), len(etag), v.size, ref.index, ref.block_size,
-        len(data), zlib.crc32(data),
+        len(data), crc32c(data),
     )  # fmt: skip
     head = fixed + key + etag
-    return head + _CRC.pack(zlib.crc32(head))
+    return head + _CRC.pack(crc32c(head))
 
 
 def check_header(header: bytes, ref: BlockRef) -> int:
@@ -60,7 +60,7 @@ def check_header(header: bytes, ref: BlockRef) -> int:
     end = len(header) - _CRC.size
     if end < _FIXED.size:
         raise CorruptBlock("block file header is truncated")
-    if _CRC.unpack_from(header, end)[0] != zlib.crc32(memoryview(header)[:end]):
+    if _CRC.unpack_from(header, end)[0] != crc32c(memoryview(header)[:end]):
         raise CorruptBlock("block file header checksum mismatch")
     magic, version, _, klen, elen, size, index, bsize, length, crc = _FIXED.unpack_from(header)
     if magic != MAGIC or version != HEADER_VERSION:

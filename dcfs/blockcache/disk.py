@@ -1,7 +1,7 @@
 """The disk tier: block files under one directory, bounded, surviving restarts.
 
 Each block file (see :mod:`dcfs.blockcache.blockfile`) carries the block's
-identity and a CRC32 of the data; every read checks both, and a file that
+identity and a CRC-32C of the data; every read checks both, and a file that
 fails is deleted and reported as a miss: the cache may lose blocks, never
 return wrong ones.
 
@@ -21,7 +21,6 @@ import logging
 import os
 import threading
 import time
-import zlib
 from contextlib import suppress
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from dcfs.blockcache.health import DEGRADED, NORMAL, OFF, DiskHealth
 from dcfs.blockcache.policy import GHOST, MAIN, SMALL, EvictionPolicy, S3FifoPolicy
 from dcfs.blockcache.stats import TierStats
 from dcfs.blocks import BlockRef
+from dcfs.checksum import crc32c
 from dcfs.errors import ConfigError, CorruptBlock
 
 __all__ = ["DEGRADED", "NORMAL", "OFF", "DiskTier"]
@@ -217,7 +217,7 @@ class DiskTier:
                 raise CorruptBlock("block file has the wrong size")
             crc = check_header(read_exact(fd, hlen), ref)
             data = read_exact(fd, ref.length)
-            if len(data) != ref.length or zlib.crc32(data) != crc:
+            if len(data) != ref.length or crc32c(data) != crc:
                 raise CorruptBlock("block data checksum mismatch")
             if time.time_ns() - st.st_mtime_ns > _TOUCH_NS:
                 with suppress(OSError):  # best effort: only the fallback order suffers

@@ -7,21 +7,21 @@ ignored, a file without an entry (written after the last save) is added with
 a ``stat``. A missing, truncated or corrupt index costs only the order: the
 tier then falls back to file mtimes. Format (little-endian)::
 
-    magic b"DCFSIDX1" | u32 entry count
+    magic b"DCFSIDX2" | u32 entry count
     per entry: 16-byte block id | u32 bytes on disk | u8 queue | i8 freq
-    u32 CRC32 of everything above
+    u32 CRC-32C of everything above
 """
 
 import os
 import secrets
 import struct
-import zlib
 from contextlib import suppress
 from pathlib import Path
 
 from dcfs.blockcache.blockfile import write_all
+from dcfs.checksum import crc32c
 
-MAGIC = b"DCFSIDX1"
+MAGIC = b"DCFSIDX2"  # 1: zlib CRC-32
 _HEAD = struct.Struct("<8sI")
 _ENTRY = struct.Struct("<16sIBb")
 _CRC = struct.Struct("<I")
@@ -34,7 +34,7 @@ def encode(entries: list[Entry]) -> bytes:
     pack = _ENTRY.pack
     parts += [pack(bytes.fromhex(bid), size, queue, freq) for bid, size, queue, freq in entries]
     body = b"".join(parts)
-    return body + _CRC.pack(zlib.crc32(body))
+    return body + _CRC.pack(crc32c(body))
 
 
 def decode(raw: bytes) -> list[Entry] | None:
@@ -42,7 +42,7 @@ def decode(raw: bytes) -> list[Entry] | None:
     if len(raw) < _HEAD.size + _CRC.size:
         return None
     body = memoryview(raw)[: -_CRC.size]
-    if _CRC.unpack_from(raw, len(body))[0] != zlib.crc32(body):
+    if _CRC.unpack_from(raw, len(body))[0] != crc32c(body):
         return None
     magic, count = _HEAD.unpack_from(body)
     if magic != MAGIC or len(body) != _HEAD.size + count * _ENTRY.size:
