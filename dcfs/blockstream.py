@@ -24,7 +24,7 @@ import struct
 import threading
 from collections.abc import Callable
 
-from dcfs import rpcerrors
+from dcfs import buffers, rpcerrors
 from dcfs.errors import DcfsError, PeerError
 from dcfs.rpc import parse_address
 from protos import dcfs_pb2
@@ -44,15 +44,7 @@ Handler = Callable[[dcfs_pb2.ReadBlockRequest], tuple[bytes, int, str]]
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:])
-        if k == 0:
-            raise ConnectionError("connection closed")
-        got += k
-    return buf
+    return buffers.fill(sock.recv_into, n)
 
 
 # ---- the node's side ---------------------------------------------------------

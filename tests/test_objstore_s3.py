@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from dcfs.blocks import ObjectVersion
 from dcfs.errors import BucketError, ConfigError, ObjectChanged, ObjectNotFound
 from dcfs.objstore import open_store
 from dcfs.objstore.s3 import S3Store
+from dcfs.objstore.s3get import PresignedRangeGetter
 
 
 @pytest.fixture
@@ -211,6 +213,52 @@ def test_deleted_between_head_and_read(client: Any, bucket: str, store: S3Store)
         store.read_range(v, 0, 4)
     with pytest.raises(ObjectNotFound):
         store.head("f")
+
+
+# -- the fast ranged GET (dcfs.objstore.s3get) ------------------------------------
+
+
+def test_ranged_reads_bypass_boto3(client: Any, bucket: str, store: S3Store) -> None:
+    """Whole and partial ranges, from 8 threads at once: right bytes, and not
+    one GetObject through boto3."""
+    data = os.urandom(9 * 1024 * 1024 + 13)
+    put(client, bucket, "big", data)
+    v = store.head("big").version
+    calls = count_calls(store, "GetObject")
+    step = 1024 * 1024 + 1
+    ranges = [(off, step) for off in range(0, len(data), step)] * 2
+
+    def read(r: tuple[int, int]) -> str:
+        return hashlib.sha256(store.read_range(v, *r)).hexdigest()
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(read, ranges))
+    assert got == [hashlib.sha256(data[o : o + n]).hexdigest() for o, n in ranges]
+    assert calls == []
+
+
+def test_a_changed_object_goes_through_boto3(client: Any, bucket: str, store: S3Store) -> None:
+    """The 412 is not interpreted by the fast path: boto3 asks again and its
+    error mapping decides."""
+    put(client, bucket, "f", b"aaaa")
+    v = store.head("f").version
+    put(client, bucket, "f", b"bbbb")
+    calls = count_calls(store, "GetObject")
+    with pytest.raises(ObjectChanged):
+        store.read_range(v, 0, 4)
+    assert calls == ["GetObject"]
+
+
+def test_fast_gets_stand_aside_for_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    usable = PresignedRangeGetter.usable
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert usable("http://127.0.0.1:8333")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    assert not usable("http://s3.example.com")
+    assert usable("https://s3.example.com")
+    monkeypatch.setenv("NO_PROXY", "s3.example.com")
+    assert usable("http://s3.example.com")
 
 
 # -- an unreachable endpoint -----------------------------------------------------
