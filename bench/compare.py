@@ -184,7 +184,7 @@ def main() -> None:
             with dcfs_cluster(work, "delayed", "s3://bench", proxy_url) as cluster:
                 mnt = work / "mnt-delayed"
                 mnt.mkdir()
-                cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0")
+                cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0", "--pretouch")
                 cold = seq(SEQ1, mnt / large, args.size)
                 add(
                     f"cold seq read, bucket +{args.delay_ms:.0f} ms/request (vs 16 GETs)",
@@ -206,7 +206,7 @@ def main() -> None:
             mnt = work / "mnt"
             mnt.mkdir()
             mount = cluster.start_mount(
-                mnt, "--memory", "2GiB", "--disk", "0", "--prefetch", "256MiB"
+                mnt, "--memory", "2GiB", "--disk", "0", "--prefetch", "256MiB", "--pretouch"
             )
             cold = seq(SEQ1, mnt / large, args.size)
             add("cold seq read from the bucket (vs 16 GETs)", cold.mib_s, bucket_16, "MiB/s")

@@ -10,7 +10,7 @@ from pathlib import Path
 from cachenode.agent import MembershipAgent
 from cachenode.blocks import BlockService
 from cachenode.service import CacheNodeServicer, add_to_server
-from dcfs import rpc
+from dcfs import heap, rpc
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
 from dcfs.blockstream import BlockStreamServer
 from dcfs.cluster import fetch_cluster_info
@@ -32,11 +32,14 @@ class CacheNodeConfig:
     # The block stream's HOST:PORT (port 0: any free port on the host of
     # ``listen``); "" turns it off and clients read blocks over gRPC.
     block_listen: str = "auto"
+    pretouch: bool = False  # fault in the memory tier at start (dcfs.heap)
 
 
 class CacheNodeServer:
     def __init__(self, config: CacheNodeConfig) -> None:
         self.config = config
+        if config.pretouch:  # first: before any thread picks a malloc arena
+            heap.pretouch(config.memory)
         info = fetch_cluster_info(config.metadata)
         self.store = open_store(info.bucket_url, info.endpoint_url or None)
         disk = DiskTier(config.cache_dir, config.disk) if config.disk > 0 else None

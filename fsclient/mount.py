@@ -12,7 +12,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from dcfs import rpc
+from dcfs import heap, rpc
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
 from dcfs.blockcache.statsfile import StatsFile
 from dcfs.cluster import fetch_cluster_info
@@ -49,6 +49,7 @@ class MountConfig:
     # "open": every open checks the object's version with the bucket.
     consistency: str = "interval"
     stats_interval_s: float = 2.0  # how often CACHE_DIR/stats.json is rewritten
+    pretouch: bool = False  # fault in the memory tier at start (dcfs.heap)
 
 
 def check_mountpoint(path: Path) -> None:
@@ -61,6 +62,8 @@ def check_mountpoint(path: Path) -> None:
 def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     """Mount and serve until unmounted; ``on_ready`` runs once reads work."""
     check_mountpoint(config.mountpoint)
+    if config.pretouch:  # first: before any thread picks a malloc arena
+        heap.pretouch(config.memory)
     info = fetch_cluster_info(config.metadata)
     store = open_store(info.bucket_url, info.endpoint_url or None)
     metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(config.metadata))

@@ -92,6 +92,14 @@ def register(commands: Subparsers) -> None:
     )
     p.add_argument("--memory", type=size_arg, default="1GiB", help="memory tier size")
     p.add_argument("--disk", type=size_arg, default="10GiB", help="disk tier size (0: none)")
+    p.add_argument(
+        "--pretouch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fault in the memory tier's pages at start, so that filling it costs no page "
+        "faults on the read path (about 0.6 s per GiB here, more than receiving the bytes); "
+        "resident memory is then --memory from the start",
+    )
 
     p = add_command(commands, "mount", "mount a bucket through the cluster", run_mount_command)
     p.add_argument("metadata", type=address_arg, metavar="HOST:PORT", help="the metadata service")
@@ -104,6 +112,13 @@ def register(commands: Subparsers) -> None:
     )
     p.add_argument("--memory", type=size_arg, default="1GiB", help="client memory tier size")
     p.add_argument("--disk", type=size_arg, default="10GiB", help="client disk tier (0: none)")
+    p.add_argument(
+        "--pretouch",
+        action="store_true",
+        help="fault in the memory tier's pages at start, so that filling it costs no page "
+        "faults on the read path (about 0.6 s per GiB here, more than receiving the bytes); "
+        "resident memory is then --memory from the start",
+    )
     p.add_argument(
         "--prefetch",
         type=size_arg,
@@ -197,6 +212,7 @@ def run_cachenode(args: argparse.Namespace) -> int:
         disk=args.disk,
         advertise=args.advertise or "",
         block_listen=_block_listen(args.block_listen),
+        pretouch=args.pretouch,
     )
     node = CacheNodeServer(config)
     node.start()
@@ -226,6 +242,7 @@ def run_mount_command(args: argparse.Namespace) -> int:
         read_ahead_kb=args.read_ahead // 1024,
         allow_other=args.allow_other,
         consistency=args.consistency,
+        pretouch=args.pretouch,
     )
     ready_fd: int | None = args.ready_fd
 

@@ -61,6 +61,12 @@ def register(commands: Subparsers) -> None:
     )
     p.add_argument("--client-disk", type=size_arg, default="2GiB", help="disk tier of the mount")
     p.add_argument(
+        "--pretouch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the mount with --pretouch, as the cache nodes are by default",
+    )
+    p.add_argument(
         "--sample-size",
         type=size_arg,
         default="256MiB",
@@ -128,7 +134,12 @@ def _serve(
     for _ in range(args.nodes):
         cluster.start_node(str(args.node_memory), str(args.node_disk))
     cluster.start_mount(
-        mountpoint, "--memory", str(args.client_memory), "--disk", str(args.client_disk)
+        mountpoint,
+        "--memory",
+        str(args.client_memory),
+        "--disk",
+        str(args.client_disk),
+        *(["--pretouch"] if args.pretouch else []),
     )
     log.info(
         "up: %s mounted on %s with %d cache node(s); metadata at %s",

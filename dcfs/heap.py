@@ -1,0 +1,55 @@
+"""Pre-touching the memory a cache tier will fill ("--pretouch").
+
+A page the process has never written costs a fault and a zero fill on first
+write: here about 0.6 CPU-seconds per GiB, more than receiving the bytes.
+A cold read fills a tier with new blocks at that price, on the read path.
+Touching the tier's memory once at start (as a JVM's AlwaysPreTouch does),
+and keeping it in glibc's heap afterwards, moves the cost out of the reads:
+evicted blocks' memory is reused for new ones, never handed back.
+"""
+
+import ctypes
+import logging
+import time
+
+from dcfs import buffers
+
+log = logging.getLogger("dcfs.heap")
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+_CHUNK = 4 * 1024 * 1024  # below the mmap threshold: served from, and freed to, the heap
+
+
+def _libc_mallopt() -> "ctypes._NamedFuncPointer | None":
+    try:
+        return ctypes.CDLL(None).mallopt  # glibc; absent on other C libraries
+    except (AttributeError, OSError):
+        return None
+
+
+def pretouch(nbytes: int) -> float:
+    """Fault in ``nbytes`` of heap and keep it for later allocations; the
+    seconds it took. A no-op (0.0) without glibc's ``mallopt``."""
+    mallopt = _libc_mallopt()
+    if mallopt is None or nbytes <= 0:
+        return 0.0
+    started = time.monotonic()
+    # One arena, so memory touched here serves every thread; blocks below
+    # 32 MiB from the heap, not mmap; and never trim the heap back.
+    if not (
+        mallopt(_M_ARENA_MAX, 1)
+        and mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        and mallopt(_M_TRIM_THRESHOLD, -1)  # -1: never (mallopt(3))
+    ):
+        return 0.0
+    chunks = []
+    for _ in range(0, nbytes, _CHUNK):
+        chunk = buffers.unfilled(_CHUNK)
+        ctypes.memset((ctypes.c_char * _CHUNK).from_buffer(chunk), 0, _CHUNK)
+        chunks.append(chunk)
+    del chunks
+    seconds = time.monotonic() - started
+    log.info("pre-touched %d MiB of heap in %.2f s", nbytes >> 20, seconds)
+    return seconds
