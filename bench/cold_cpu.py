@@ -5,7 +5,10 @@ same object with 16 parallel ranged GETs; the CPU seconds of every process,
 from /proc/PID/stat. On a machine with few cores the ratio of the two totals
 bounds what a cold read through the cluster can reach.
 
-    .venv/bin/python bench/cold_cpu.py
+    .venv/bin/python bench/cold_cpu.py [NODE_DISK]
+
+``NODE_DISK`` is the size of the cache nodes' disk tiers (default 0: none;
+``bench/compare.py`` gives them 4GiB), to see what writing blocks there costs.
 """
 
 import os
@@ -25,6 +28,7 @@ from dcfs.launcher import LocalCluster  # noqa: E402
 
 MiB = 1024 * 1024
 SIZE = 1024 * MiB
+NODE_DISK = sys.argv[1] if len(sys.argv) > 1 else "0"  # the nodes' disk tiers
 
 
 def cpu_seconds(pid: int) -> float:
@@ -50,8 +54,8 @@ def main() -> None:
         weed = server.proc.pid
         with LocalCluster(work / "state", log_dir=work / "logs") as cluster:
             cluster.start_metadata("s3://cold", endpoint_url=server.endpoint_url)
-            cluster.start_node("2GiB", "0")
-            cluster.start_node("2GiB", "0")
+            for _ in range(2):
+                cluster.start_node("2GiB", NODE_DISK)
             mnt = work / "mnt"
             mnt.mkdir()
             cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0", "--pretouch")

@@ -313,6 +313,33 @@ def test_full_write_queue_drops_instead_of_waiting(tmp_path: Path) -> None:
     cache.close()
 
 
+class HeldDisk(DiskTier):
+    """Its writes wait until released (at most 10 s)."""
+
+    release = threading.Event()
+
+    def put(self, ref: BlockRef, data: bytes) -> None:
+        self.release.wait(10)
+        super().put(ref, data)
+
+
+def test_a_block_waiting_for_its_disk_write_is_not_fetched_again(tmp_path: Path) -> None:
+    """Evicted from memory before the writer got to it: served from the
+    write queue, where it still is, not fetched a second time."""
+    fetch = Fetcher()
+    cache = BlockCache(MemoryTier(2 * BS), HeldDisk(tmp_path / "c", 1 << 20))
+    for i in range(6):
+        cache.get(ref(i), fetch)
+    assert cache.memory.used_bytes <= 2 * BS and cache.contains(ref(0))
+    for i in range(6):
+        assert cache.get(ref(i), fetch)[0] == payload(ref(i))
+    assert fetch.total == 6
+    HeldDisk.release.set()
+    cache.flush()
+    assert len(block_files(tmp_path / "c")) == 6
+    cache.close()
+
+
 def test_concurrent_mixed_load_keeps_bounds(tmp_path: Path) -> None:
     capacity = 12 * file_size(ref(0))
     cache = BlockCache(MemoryTier(8 * BS), DiskTier(tmp_path / "c", capacity))

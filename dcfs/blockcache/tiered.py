@@ -4,7 +4,8 @@ Lookup order: memory → disk (a hit is promoted into memory) → one fetch per
 block id at a time (concurrent readers of a missing block share it). Fetched
 blocks go into memory at once and to disk through a single background writer
 with a bounded queue that drops work when full: a read never waits for the
-disk, and a slow or failing disk only costs future hits. The writer also
+disk, and a slow or failing disk only costs future hits. A block evicted
+from memory while it waits in that queue is served from there. The writer also
 saves the disk tier's index every so often.
 
 Both tiers evict by S3-FIFO; every use of a block by a reader is reported to
@@ -39,6 +40,9 @@ class BlockCache:
         self.disk = disk
         self._flight: SingleFlight[tuple[bytes, str]] = SingleFlight()
         self._queue: queue.Queue[tuple[BlockRef, bytes] | None] = queue.Queue(write_queue)
+        # Blocks in the queue, by id: one evicted from memory before its write
+        # is served from here, not fetched again.
+        self._pending: dict[str, bytes] = {}
         self._closing = threading.Lock()
         self._closed = False
         self.dropped_writes = 0
@@ -66,6 +70,10 @@ class BlockCache:
         if data is not None:
             return data, "memory"
         if self.disk is not None:
+            data = self._pending.get(ref.block_id)
+            if data is not None:
+                self.memory.put(ref, data, referenced=reference)
+                return data, "memory"
             data = self.disk.get(ref, served=served, reference=reference)
             if data is not None:
                 self.memory.put(ref, data, referenced=reference)
@@ -94,7 +102,7 @@ class BlockCache:
     def _fetch(self, ref: BlockRef, fetch: Fetch, reference: bool) -> tuple[bytes, str]:
         # A leader that just finished may have filled memory between our miss
         # and our turn: don't fetch twice.
-        data = self.memory.peek(ref)
+        data = self.memory.peek(ref) or self._pending.get(ref.block_id)
         if data is not None:
             return data, "memory"
         data = fetch(ref)
@@ -113,9 +121,11 @@ class BlockCache:
         with self._closing:  # no write may land behind close()'s stop marker
             if self._closed:
                 return
+            self._pending[ref.block_id] = data  # before the writer can see it
             try:
                 self._queue.put_nowait((ref, data))
             except queue.Full:
+                self._pending.pop(ref.block_id, None)
                 self.dropped_writes += 1
 
     def _write_loop(self, disk: DiskTier) -> None:
@@ -134,11 +144,17 @@ class BlockCache:
             except Exception:  # a bug must not kill the writer; disk faults never get here
                 log.exception("disk cache write failed")
             finally:
+                if item is not None:
+                    self._pending.pop(item[0].block_id, None)
                 self._queue.task_done()
 
     def contains(self, ref: BlockRef) -> bool:
         """Cheap: no disk I/O (the disk tier answers from its index)."""
-        return self.memory.contains(ref) or (self.disk is not None and self.disk.contains(ref))
+        return (
+            self.memory.contains(ref)
+            or ref.block_id in self._pending
+            or (self.disk is not None and self.disk.contains(ref))
+        )
 
     def stats(self) -> list[TierStats]:
         tiers = [self.memory.stats()]
