@@ -103,15 +103,20 @@ def client_used(cache_dir: Path, tier: str) -> int:
 
 
 def blocks_on_disk(cache_dir: Path) -> int:
-    """What the block files occupy, as ``du`` counts it; 0 before any exist."""
-    total = 0
+    """What the block files occupy, as ``du`` counts it; 0 before any exist.
+
+    The walk over 256 fan-out directories is not one snapshot: it can see a
+    block in an early directory before its eviction and, later, the block
+    written in its place. Only files still there after the walk count.
+    """
+    sizes: dict[Path, int] = {}
     for path in (cache_dir / "blocks").rglob("*"):
         try:
             if path.is_file():
-                total += path.stat().st_blocks * 512
+                sizes[path] = path.stat().st_blocks * 512
         except FileNotFoundError:  # evicted while we looked
             pass
-    return total
+    return sum(size for path, size in sizes.items() if path.exists())
 
 
 def stop(cluster: LocalCluster, name: str) -> None:
