@@ -42,7 +42,11 @@ class CacheNodeServer:
             heap.pretouch(config.memory)
         info = fetch_cluster_info(config.metadata)
         self.store = open_store(info.bucket_url, info.endpoint_url or None)
-        disk = DiskTier(config.cache_dir, config.disk) if config.disk > 0 else None
+        disk = (
+            DiskTier(config.cache_dir, config.disk, drop_written_pages=True)
+            if config.disk > 0
+            else None
+        )
         cache = BlockCache(MemoryTier(config.memory), disk)
         self.blocks = BlockService(cache, self.store, info.block_size)
         self.node_id = config.node_id or _stable_node_id(config.cache_dir)

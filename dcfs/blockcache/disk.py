@@ -55,11 +55,12 @@ _TOUCH_NS = 10 * 10**9
 def _release_pages(fd: int) -> None:
     """Write the file's pages out and drop them from the page cache.
 
-    The memory tier already holds the hot blocks; a second copy in the page
-    cache would only grow it into memory this VM has not used yet, which
-    costs about 1.3 CPU-seconds per GiB written (0.3 when the pages of
-    earlier blocks are reused, as dropping them allows). The block file is
-    then also on the device before its rename.
+    For a tier whose memory tier is the hot copy (a cache node's): a second
+    copy in the page cache would only grow it into memory this VM has not
+    used yet, which costs about 1.3 CPU-seconds per GiB written (0.3 when
+    the pages of earlier blocks are reused, as dropping them allows). The
+    price: a later hit reads the device. The file is on the device before
+    its rename, too.
     """
     os.fdatasync(fd)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -83,6 +84,7 @@ class DiskTier:
         retry_after: float = 30.0,
         max_failures: int = 3,
         index_interval_s: float = 30.0,
+        drop_written_pages: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self._capacity = capacity
@@ -90,6 +92,7 @@ class DiskTier:
         self._policy: EvictionPolicy = policy if policy is not None else S3FifoPolicy()
         self._health = DiskHealth(self.directory, retry_after, max_failures)
         self._index_interval_s = index_interval_s
+        self._drop_written_pages = drop_written_pages
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}  # resident block id -> bytes on disk
         self._used = 0  # bytes of resident files plus writes in progress
@@ -305,7 +308,8 @@ class DiskTier:
             try:
                 write_all(fd, header)
                 write_all(fd, data)
-                _release_pages(fd)
+                if self._drop_written_pages:
+                    _release_pages(fd)
             finally:
                 os.close(fd)
             with self._lock:  # rename and account together, so eviction sees both
