@@ -6,6 +6,9 @@ ceilings of this machine, measured side by side in one run.
 It starts a SeaweedFS S3 server on loopback (and a delaying proxy in front of
 it), compiles libfuse's passthrough_ll example, and runs dcfs clusters over
 the bucket. Every process it starts is stopped by PID; every mount unmounted.
+Each cold read is compared to 16 GETs measured just before it; each warm
+row is the median of three runs of dcfs and three of its baseline, taken
+in turns.
 """
 
 import argparse
@@ -13,11 +16,12 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,6 +48,19 @@ SEQ1 = JobSpec("seq-1m", "seq", "warm")
 SEQ4 = JobSpec("seq-1m x4", "seq", "warm", jobs=4)
 REREAD = JobSpec("seq-1m re-read", "seq", "re-read", direct=False)
 SMALL = JobSpec("small-files", "small", "warm", direct=False, max_s=60)
+
+
+ROUNDS = 3
+
+
+def paired(ours: Callable[[], float], theirs: Callable[[], float]) -> tuple[float, float]:
+    """The medians of ROUNDS runs of each, taken in turns."""
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(ROUNDS):
+        a.append(ours())
+        b.append(theirs())
+    return statistics.median(a), statistics.median(b)
 
 
 def seq(spec: JobSpec, path: Path, size: int) -> JobResult:
@@ -165,7 +182,6 @@ def main() -> None:
             if path.is_file():
                 client.upload_file(str(path), "bench", str(path.relative_to(data)))
         print(f"{'':<44} {'dcfs':>9} {'baseline':>9}", flush=True)
-        bucket_16 = s3_parallel_get(server, "", "bench", str(large), args.size, 16)
         proxy_port = rpc.free_port()
         with process(
             [
@@ -193,47 +209,55 @@ def main() -> None:
                     "MiB/s",
                 )
 
-        read_through([data / large])
-        with passthrough(work, data) as pt:
-            pt_seq1 = seq(SEQ1, pt / large, args.size).mib_s
-            pt_seq4 = seq(SEQ4, pt / large, args.size).mib_s
-            read_through([data / p for p in small])
-            pt_small = small_files_per_s(pt, small)
-        plain_reread = seq(REREAD, data / large, args.size).mib_s
         bare_grpc = grpc_baseline.run(4 * MiB, max(32, args.size // (4 * MiB)))
-
-        with dcfs_cluster(work, "direct", "s3://bench", server.endpoint_url) as cluster:
+        read_through([data / large])
+        read_through([data / p for p in small])
+        with (
+            passthrough(work, data) as pt,
+            dcfs_cluster(work, "direct", "s3://bench", server.endpoint_url) as cluster,
+        ):
             mnt = work / "mnt"
             mnt.mkdir()
             mount = cluster.start_mount(
                 mnt, "--memory", "2GiB", "--disk", "0", "--prefetch", "256MiB", "--pretouch"
             )
+            bucket_16 = s3_parallel_get(server, "", "bench", str(large), args.size, 16)
             cold = seq(SEQ1, mnt / large, args.size)
             add("cold seq read from the bucket (vs 16 GETs)", cold.mib_s, bucket_16, "MiB/s")
+            # Warm comparisons: dcfs and its baseline in turns, the median of
+            # ROUNDS each, so both see the same moments of this noisy VM.
             add(
                 "warm (client memory), 1 job, direct",
-                seq(SEQ1, mnt / large, args.size).mib_s,
-                pt_seq1,
+                *paired(
+                    lambda: seq(SEQ1, mnt / large, args.size).mib_s,
+                    lambda: seq(SEQ1, pt / large, args.size).mib_s,
+                ),
                 "MiB/s",
             )
             add(
                 "warm (client memory), 4 jobs, direct",
-                seq(SEQ4, mnt / large, args.size).mib_s,
-                pt_seq4,
+                *paired(
+                    lambda: seq(SEQ4, mnt / large, args.size).mib_s,
+                    lambda: seq(SEQ4, pt / large, args.size).mib_s,
+                ),
                 "MiB/s",
             )
             read_through([mnt / large])  # the first buffered pass fills the page cache
             add(
                 "re-read, buffered (vs plain directory)",
-                seq(REREAD, mnt / large, args.size).mib_s,
-                plain_reread,
+                *paired(
+                    lambda: seq(REREAD, mnt / large, args.size).mib_s,
+                    lambda: seq(REREAD, data / large, args.size).mib_s,
+                ),
                 "MiB/s",
             )
             read_through([mnt / p for p in small])
             add(
                 "small files, warm (vs passthrough)",
-                small_files_per_s(mnt, small),
-                pt_small,
+                *paired(
+                    lambda: small_files_per_s(mnt, small),
+                    lambda: small_files_per_s(pt, small),
+                ),
                 "files/s",
             )
             rss = peak_rss(mount.process.pid)
@@ -261,8 +285,10 @@ def main() -> None:
             time.sleep(1)
             add(
                 "warm (client disk tier only), 1 job, direct",
-                seq(SEQ1, disk / large, args.size).mib_s,
-                pt_seq1,
+                *paired(
+                    lambda: seq(SEQ1, disk / large, args.size).mib_s,
+                    lambda: seq(SEQ1, pt / large, args.size).mib_s,
+                ),
                 "MiB/s",
             )
         if args.json:
