@@ -11,8 +11,10 @@ evicted blocks' memory is reused for new ones, never handed back.
 import ctypes
 import logging
 import time
+from pathlib import Path
 
 from dcfs import buffers
+from dcfs.sizes import format_size
 
 log = logging.getLogger("dcfs.heap")
 
@@ -29,11 +31,32 @@ def _libc_mallopt() -> "ctypes._NamedFuncPointer | None":
         return None
 
 
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes, None where there is none."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def pretouch(nbytes: int) -> float:
     """Fault in ``nbytes`` of heap and keep it for later allocations; the
-    seconds it took. A no-op (0.0) without glibc's ``mallopt``."""
+    seconds it took. A no-op (0.0) without glibc's ``mallopt``, and with a
+    warning when the machine has less memory available than that."""
     mallopt = _libc_mallopt()
     if mallopt is None or nbytes <= 0:
+        return 0.0
+    available = available_memory()
+    if available is not None and nbytes > available:
+        log.warning(
+            "not pre-touching the memory tier: %s is more than the %s this machine has "
+            "available; the tier will fill as blocks arrive (is --memory too large?)",
+            format_size(nbytes),
+            format_size(available),
+        )
         return 0.0
     started = time.monotonic()
     # One arena, so memory touched here serves every thread; blocks below

@@ -57,3 +57,14 @@ def test_pretouch_of_nothing_is_a_no_op() -> None:
     from dcfs import heap
 
     assert heap.pretouch(0) == 0.0
+
+
+def test_pretouch_more_than_the_machine_has_is_skipped_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from dcfs import heap
+
+    available = heap.available_memory()
+    assert available is not None and available > 0
+    assert heap.pretouch(available * 4) == 0.0
+    assert "not pre-touching" in caplog.text
