@@ -98,8 +98,8 @@ def test_up_serves_the_sample_and_sigterm_leaves_nothing_behind(tmp_path: Path) 
         log.close()
 
 
-@pytest.mark.parametrize("engine", ["python", "fio"])
-def test_up_bench_reports_every_job(tmp_path: Path, engine: str) -> None:
+@pytest.mark.parametrize(("engine", "pretouch"), [("python", True), ("fio", False)])
+def test_up_bench_reports_every_job(tmp_path: Path, engine: str, pretouch: bool) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     result = subprocess.run(
@@ -118,6 +118,7 @@ def test_up_bench_reports_every_job(tmp_path: Path, engine: str) -> None:
             engine,
             "--json",
             str(tmp_path / "report.json"),
+            *([] if pretouch else ["--no-pretouch"]),
         ],
         capture_output=True,
         text=True,
@@ -141,6 +142,8 @@ def test_up_bench_reports_every_job(tmp_path: Path, engine: str) -> None:
     # The sample is a file:// bucket: its directory is the baseline, job by job.
     assert all(j["baseline"]["mib_s"] > 0 and j["ratio"] > 0 for j in jobs)
     assert {j["engine"] for j in jobs} == ({"python"} if engine == "python" else {"fio", "python"})
+    # The children log to up's stderr: the node and the mount pre-touch, or neither.
+    assert result.stderr.count("pre-touched") == (2 if pretouch else 0)
     assert not os.path.ismount(mnt)
 
 

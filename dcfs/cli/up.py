@@ -64,7 +64,8 @@ def register(commands: Subparsers) -> None:
         "--pretouch",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="start the mount with --pretouch, as the cache nodes are by default",
+        help="pre-touch the memory tiers of the cache nodes and the mount at start "
+        "(see dcfs cachenode --help)",
     )
     p.add_argument(
         "--sample-size",
@@ -132,7 +133,11 @@ def _serve(
         source, "--refresh-interval", str(args.refresh_interval), endpoint_url=args.endpoint_url
     )
     for _ in range(args.nodes):
-        cluster.start_node(str(args.node_memory), str(args.node_disk))
+        cluster.start_node(
+            str(args.node_memory),
+            str(args.node_disk),
+            *([] if args.pretouch else ["--no-pretouch"]),
+        )
     cluster.start_mount(
         mountpoint,
         "--memory",
