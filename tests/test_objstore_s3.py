@@ -249,6 +249,43 @@ def test_a_changed_object_goes_through_boto3(client: Any, bucket: str, store: S3
     assert calls == ["GetObject"]
 
 
+def test_a_connection_closed_while_idle_is_replaced_not_given_up(
+    client: Any, bucket: str, store: S3Store
+) -> None:
+    data = os.urandom(100_000)
+    put(client, bucket, "f", data)
+    v = store.head("f").version
+    assert store.read_range(v, 0, 10) == data[:10]
+    assert store._fast is not None
+    [conn] = store._fast._local.conns.values()
+    assert conn.sock is not None
+    conn.sock.shutdown(socket.SHUT_RDWR)  # as a server closing an idle keep-alive
+    calls = count_calls(store, "GetObject")
+    assert store.read_range(v, 10, 1000) == data[10:1010]
+    assert calls == []  # a new connection, not boto3
+
+
+def test_fast_gets_that_keep_failing_are_turned_off(
+    client: Any, bucket: str, store: S3Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fast path that cannot work here (our own getter aimed at a closed
+    port, as a CA bundle only boto3 knows would do) costs a few GETs, then
+    stands aside; every read is right all along."""
+    data = os.urandom(100_000)
+    put(client, bucket, "f", data)
+    v = store.head("f").version
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/nowhere?x=1"
+        store._fast = PresignedRangeGetter(lambda key: dead, 1.0)
+        calls = count_calls(store, "GetObject")
+        for i in range(5):
+            assert store.read_range(v, i * 100, 100) == data[i * 100 : (i + 1) * 100]
+    assert store._fast is None
+    assert len(calls) == 5
+    assert "every GET goes through boto3" in caplog.text
+
+
 def test_fast_gets_stand_aside_for_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     usable = PresignedRangeGetter.usable
     for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):

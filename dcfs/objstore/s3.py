@@ -7,7 +7,9 @@ No botocore exception leaves this module: callers see only dcfs errors.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -23,10 +25,13 @@ from dcfs.errors import BucketError, ConfigError, ObjectChanged, ObjectNotFound
 from dcfs.objstore.base import ObjectInfo, ObjectStore
 from dcfs.objstore.s3get import PresignedRangeGetter
 
+log = logging.getLogger("dcfs.s3")
+
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
 DEFAULT_REGION = "us-east-1"
+FAST_MISSES_BEFORE_OFF = 3
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
@@ -99,6 +104,8 @@ class S3Store(ObjectStore):
                 f"cannot set up S3 client for {bucket} at {self._endpoint()}: {e}"
             ) from e
         endpoint = self._client.meta.endpoint_url
+        self._fast_lock = threading.Lock()
+        self._fast_misses = 0
         self._fast = (
             PresignedRangeGetter(self._presign, read_timeout)
             if fast_gets and PresignedRangeGetter.usable(endpoint)
@@ -160,12 +167,16 @@ class S3Store(ObjectStore):
             return b""
         key = self.prefix + version.key
         if_match = f'"{version.etag}"'
-        reply = self._fast.get(key, offset, want, if_match) if self._fast else None
+        fast = self._fast
+        reply = fast.get(key, offset, want, if_match) if fast is not None else None
         data: bytes | bytearray
         if reply is not None:
             data, etag, content_range = reply.data, reply.etag, reply.content_range
+            self._fast_misses = 0
         else:
             data, etag, content_range = self._get_object(key, offset, want, if_match)
+            if fast is not None:
+                self._fast_missed()
         # Some S3-compatible services ignore If-Match: check the version too.
         got = _etag(etag or if_match)
         total = content_range.rpartition("/")[2]
@@ -200,6 +211,22 @@ class S3Store(ObjectStore):
         except Exception as e:
             self._raise(e, "GetObject", key)
         return data, resp.get("ETag", ""), resp.get("ContentRange", "")
+
+    def _fast_missed(self) -> None:
+        """The fast path declined a GET that boto3 then answered. Several in a
+        row mean it does not fit this endpoint (a CA bundle only boto3 knows,
+        a redirect): it stands aside for good rather than double every GET."""
+        with self._fast_lock:
+            self._fast_misses += 1
+            if self._fast is None or self._fast_misses < FAST_MISSES_BEFORE_OFF:
+                return
+            self._fast = None
+        log.warning(
+            "%s: plain-HTTP ranged GETs failed %d times in a row where boto3 succeeded; "
+            "every GET goes through boto3 from now on",
+            self._endpoint(),
+            FAST_MISSES_BEFORE_OFF,
+        )
 
     def _presign(self, key: str) -> str:
         return self._client.generate_presigned_url(

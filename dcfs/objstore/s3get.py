@@ -59,32 +59,37 @@ class PresignedRangeGetter:
             return None
         target = f"{url.path}?{url.query}"
         headers = {"Range": f"bytes={offset}-{offset + length - 1}", "If-Match": if_match}
-        conn = self._connection(url.scheme, url.netloc)
-        try:
-            conn.request("GET", target, headers=headers)
-            resp = conn.getresponse()
-            if resp.status not in (200, 206) or resp.length != length:
-                resp.read(64 * 1024)  # an error document: small, and lets the connection live
-                self._drop(url.netloc, conn, resp.will_close or not resp.isclosed())
-                log.debug("GET %s: HTTP %d, retrying through boto3", key, resp.status)
+        while True:
+            conn, reused = self._connection(url.scheme, url.netloc)
+            try:
+                conn.request("GET", target, headers=headers)
+                resp = conn.getresponse()
+                if resp.status not in (200, 206) or resp.length != length:
+                    resp.read(64 * 1024)  # an error document: small; the connection lives
+                    self._drop(url.netloc, conn, resp.will_close or not resp.isclosed())
+                    log.debug("GET %s: HTTP %d, retrying through boto3", key, resp.status)
+                    return None
+                data = buffers.fill(resp.readinto, length)
+                etag = resp.getheader("ETag", "")
+                reply = RangeReply(data, etag, resp.getheader("Content-Range", ""))
+                self._drop(url.netloc, conn, resp.will_close)
+                return reply
+            except _CONNECTION_ERRORS as exc:
+                self._drop(url.netloc, conn, True)
+                if reused:
+                    continue  # the server closed an idle connection: once more, on a new one
+                log.debug("GET %s: %s, retrying through boto3", key, exc)
                 return None
-            data = buffers.fill(resp.readinto, length)
-            etag, content_range = resp.getheader("ETag", ""), resp.getheader("Content-Range", "")
-            reply = RangeReply(data, etag, content_range)
-            self._drop(url.netloc, conn, resp.will_close)
-            return reply
-        except _CONNECTION_ERRORS as exc:
-            self._drop(url.netloc, conn, True)
-            log.debug("GET %s: %s, retrying through boto3", key, exc)
-            return None
 
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+    def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection to ``netloc``, and whether it was used before."""
         conns: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
         conn = conns.get(netloc)
-        if conn is None:
-            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-            conn = conns[netloc] = cls(netloc, timeout=self._timeout)
-        return conn
+        if conn is not None:
+            return conn, True
+        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        conn = conns[netloc] = cls(netloc, timeout=self._timeout)
+        return conn, False
 
     def _drop(self, netloc: str, conn: http.client.HTTPConnection, closing: bool) -> None:
         if closing:
