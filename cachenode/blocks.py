@@ -53,6 +53,16 @@ class BlockService:
                 self._crcs.popitem(last=False)
         return crc
 
+    def read_part(self, ref: BlockRef, offset: int, length: int) -> tuple[bytes, str]:
+        """Bytes ``[offset, offset + length)`` of the block: a slice of it if
+        a tier holds it, else just that range from the bucket, kept nowhere
+        (a random small read should not cost a whole block)."""
+        found = self.cache.cached(ref, served=length)
+        if found is not None:
+            data, source = found
+            return memoryview(data)[offset : offset + length], source  # type: ignore[return-value]
+        return self._fetch_range(ref, offset, length), "bucket"
+
     def warm_block(self, ref: BlockRef) -> str:
         """Make sure the block is cached here: where it was found, or "bucket".
 
@@ -71,7 +81,10 @@ class BlockService:
         return source
 
     def _fetch(self, ref: BlockRef) -> bytes:
-        data = self.store.read_range(ref.version, ref.offset, ref.length)
+        return self._fetch_range(ref, 0, ref.length)
+
+    def _fetch_range(self, ref: BlockRef, offset: int, length: int) -> bytes:
+        data = self.store.read_range(ref.version, ref.offset + offset, length)
         with self._lock:
             self.bucket_fetches += 1
             self.bucket_bytes += len(data)

@@ -7,6 +7,7 @@ import grpc
 
 from cachenode.blocks import BlockService
 from dcfs import rpcerrors, wire
+from dcfs.checksum import crc32c
 from dcfs.errors import DcfsError
 from protos import dcfs_pb2
 
@@ -24,6 +25,10 @@ class CacheNodeServicer:
         """``(block, crc32c, source)`` for a request over gRPC or the block
         stream; raises DcfsError (InvalidRequest for a malformed one)."""
         ref = wire.block_from_proto(request.block, self.blocks.block_size)
+        offset, length = wire.part_from_proto(request, ref)
+        if length < ref.length:
+            part, source = self.blocks.read_part(ref, offset, length)
+            return part, crc32c(part), source
         data, source = self.blocks.read_block(ref)
         return data, self.blocks.checksum(ref, data), source
 

@@ -33,12 +33,27 @@ def block_from_proto(msg: dcfs_pb2.BlockRef, expected_block_size: int) -> BlockR
     return BlockRef(version, msg.index, msg.block_size)
 
 
-def verify_block(ref: BlockRef, data: bytes | memoryview, crc: int) -> bytes:
-    """Check a block received from a peer: its length and checksum."""
-    if len(data) != ref.length:
+def part_from_proto(request: dcfs_pb2.ReadBlockRequest, ref: BlockRef) -> tuple[int, int]:
+    """``(offset, length)`` of the part of ``ref`` a request asks for; the
+    whole block for length 0."""
+    if request.length == 0:
+        return 0, ref.length
+    if request.offset + request.length > ref.length:
+        raise InvalidRequest(
+            f"bytes {request.offset}+{request.length} are past the end of a {ref.length}-byte block"
+        )
+    return request.offset, request.length
+
+
+def verify_block(
+    ref: BlockRef, data: bytes | memoryview, crc: int, length: int | None = None
+) -> bytes:
+    """Check a block (or ``length`` bytes of it) received from a peer: its
+    length and checksum."""
+    expected = ref.length if length is None else length
+    if len(data) != expected:
         raise CorruptBlock(
-            f"block {ref.index} of {ref.version.key!r}: got {len(data)} bytes, "
-            f"expected {ref.length}"
+            f"block {ref.index} of {ref.version.key!r}: got {len(data)} bytes, expected {expected}"
         )
     if crc32c(data) != crc:
         raise CorruptBlock(f"block {ref.index} of {ref.version.key!r}: checksum mismatch")

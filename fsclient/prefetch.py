@@ -18,15 +18,19 @@ class PrefetchWindow:
     # sequential run: each is considered once, not on every read.
     issued_until: int = 0
 
+    def follows(self, offset: int) -> bool:
+        """Whether a read at ``offset`` continues this handle's sequence."""
+        return abs(offset - self.next_offset) <= self.slack
+
     def unread_from(self, offset: int) -> int:
         """For a read at ``offset``, where the bytes this handle has not just
         read in sequence begin (0 after a jump): a block that starts before
         it is being continued, not used anew."""
-        return self.next_offset if abs(offset - self.next_offset) <= self.slack else 0
+        return self.next_offset if self.follows(offset) else 0
 
     def advise(self, offset: int, size: int, block_size: int, block_count: int) -> range:
         """Record a read; return the block indexes worth fetching ahead of it."""
-        sequential = abs(offset - self.next_offset) <= self.slack
+        sequential = self.follows(offset)
         self.next_offset = max(self.next_offset, offset + size) if sequential else offset + size
         if not sequential or self.max_blocks <= 0:
             self.blocks = 0

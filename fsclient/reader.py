@@ -2,6 +2,7 @@
 
 import logging
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 from dcfs.blockcache import BlockCache
@@ -11,6 +12,9 @@ from fsclient.prefetch import PrefetchWindow
 from fsclient.router import PeerRouter
 
 log = logging.getLogger("dcfs.client")
+
+# Blocks remembered as touched once by a random read (about 100 bytes each).
+MAX_RANDOM_TOUCHES = 65536
 
 
 class BlockReader:
@@ -34,6 +38,7 @@ class BlockReader:
         self._pool = ThreadPoolExecutor(prefetch_threads, thread_name_prefix="prefetch")
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
+        self._random_touches: OrderedDict[str, None] = OrderedDict()
 
     def new_window(self) -> PrefetchWindow:
         return PrefetchWindow(self.max_prefetch_blocks)
@@ -44,6 +49,7 @@ class BlockReader:
         """Bytes ``[offset, offset + size)`` of ``version`` (short at EOF)."""
         refs = blocks_for_range(version, offset, size, self.block_size)
         fresh = window.unread_from(offset) if window is not None else 0
+        jump = window is not None and not window.follows(offset)
         if window is not None:
             self._prefetch(
                 version, window, window.advise(offset, size, self.block_size, self._count(version))
@@ -51,8 +57,8 @@ class BlockReader:
         if not refs:
             return b""
         if len(refs) == 1:
-            return self._slice(refs[0], offset, size, refs[0].offset >= fresh)
-        return b"".join(self._slice(ref, offset, size, ref.offset >= fresh) for ref in refs)
+            return self._slice(refs[0], offset, size, refs[0].offset >= fresh, jump)
+        return b"".join(self._slice(ref, offset, size, ref.offset >= fresh, jump) for ref in refs)
 
     def read_from_memory(
         self, version: ObjectVersion, offset: int, size: int, window: PrefetchWindow | None
@@ -77,13 +83,38 @@ class BlockReader:
             )
         return memoryview(data)[start : start + size]
 
-    def _slice(self, ref: BlockRef, offset: int, size: int, reference: bool) -> memoryview:
+    def _slice(
+        self, ref: BlockRef, offset: int, size: int, reference: bool, jump: bool = False
+    ) -> memoryview:
         """The part of block ``ref`` inside the read, without copying;
-        ``reference``: this read is a new use of the block (see BlockCache.get)."""
+        ``reference``: this read is a new use of the block (see BlockCache.get).
+
+        A read after a jump (random access) into a block no tier here holds
+        fetches just its bytes, cached nowhere, the first time: a random small
+        read costs no whole block. A second such read of the block fetches
+        and caches all of it.
+        """
         start = max(offset, ref.offset) - ref.offset
         end = min(offset + size, ref.offset + ref.length) - ref.offset
+        if jump and end - start < ref.length and self._first_random_touch(ref):
+            return memoryview(self.router.fetch_part(ref, start, end - start))
         data, _ = self.cache.get(ref, self.router.fetch, served=end - start, reference=reference)
         return memoryview(data)[start:end]
+
+    def _first_random_touch(self, ref: BlockRef) -> bool:
+        """True the first time a random read lands in ``ref`` while no tier
+        holds it (remembering the last MAX_RANDOM_TOUCHES such blocks)."""
+        if self.cache.contains(ref):
+            return False
+        block_id = ref.block_id
+        with self._lock:
+            if block_id in self._random_touches:
+                del self._random_touches[block_id]
+                return False
+            self._random_touches[block_id] = None
+            while len(self._random_touches) > MAX_RANDOM_TOUCHES:
+                self._random_touches.popitem(last=False)
+            return True
 
     def _count(self, version: ObjectVersion) -> int:
         return block_count(version.size, self.block_size)

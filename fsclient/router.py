@@ -226,18 +226,28 @@ class PeerRouter(Peers):
 
         A changed or vanished object is final (every source would say so).
         """
-        request = dcfs_pb2.ReadBlockRequest(block=wire.block_to_proto(ref))
+        return self.fetch_part(ref, 0, ref.length)
+
+    def fetch_part(self, ref: BlockRef, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of the block, as :meth:`fetch`
+        does for all of it; an owner that lacks the block fetches just those."""
+        whole = offset == 0 and length == ref.length
+        request = dcfs_pb2.ReadBlockRequest(
+            block=wire.block_to_proto(ref),
+            offset=0 if whole else offset,
+            length=0 if whole else length,
+        )
         data = self._ask_owners(
             ref,
             lambda node: node.read_block_future(request, self._peer_timeout_s),
-            lambda node, future: _verified(node, ref, future),
+            lambda node, future: _verified(node, ref, future, length),
             self._hedge_after_s,
         )
         if data is not None:
             with self._lock:
                 self.peer_fetches += 1
             return data
-        data = self.store.read_range(ref.version, ref.offset, ref.length)
+        data = self.store.read_range(ref.version, ref.offset + offset, length)
         with self._lock:
             self.bucket_fetches += 1
         return data
@@ -278,13 +288,13 @@ def _result(node: Node, future: Any) -> Any:
         raise rpcerrors.from_rpc_error(exc, node.address) from None
 
 
-def _verified(node: Node, ref: BlockRef, future: Any) -> bytes:
+def _verified(node: Node, ref: BlockRef, future: Any, length: int) -> bytes:
     answer = _result(node, future)
     try:
         if isinstance(answer, tuple):  # the block stream: (block, crc32c, source)
             data, crc, _source = answer
         else:
             data, crc, _source = wire.decode_block_reply(answer)
-        return wire.verify_block(ref, data, crc)
+        return wire.verify_block(ref, data, crc, length)
     except CorruptBlock as exc:
         raise PeerError(f"{node.address}: {exc}") from None

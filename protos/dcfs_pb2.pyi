@@ -633,16 +633,26 @@ class ReadBlockRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BLOCK_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    """Only bytes [offset, offset + length) of the block; length 0: all of it.
+    A node that does not hold the block fetches just that range from the
+    bucket and keeps nothing: a random small read costs no whole block.
+    """
+    length: _builtins.int
     @_builtins.property
     def block(self) -> Global___BlockRef: ...
     def __init__(
         self,
         *,
         block: Global___BlockRef | None = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "length", b"length", "offset", b"offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,7 @@ GETs (HTTP 206) are block reads.
 
 import hashlib
 import json
+import mmap
 import os
 import random
 import threading
@@ -283,3 +284,37 @@ def test_eight_readers_of_a_cold_file_fetch_each_block_once(
     assert sum(node_stats(n).bucket_fetches for n in nodes) == 7
     for name in ("m1", "m2"):
         assert client_stats(tmp_path / name)["fetches"]["bucket"] == 0
+
+
+def test_a_random_small_read_fetches_a_range_not_a_block(
+    cluster: LocalCluster, bucket: Bucket, tmp_path: Path
+) -> None:
+    """The first random read into a cold block fetches its own bytes, the
+    second read of that block all of it (1 MiB blocks here; O_DIRECT, so
+    each read is one request of its own size)."""
+    node = cluster.start_node(*NODE_CACHE)
+    s3 = bucket.server.client()
+
+    def expected(offset: int) -> bytes:
+        span = f"bytes={offset}-{offset + 4095}"
+        reply = s3.get_object(Bucket=BUCKET, Key="big/f1.bin", Range=span)
+        return bytes(reply["Body"].read())
+
+    with mounted(cluster, tmp_path / "mnt", *CACHE) as mnt, mmap.mmap(-1, 4096) as buf:
+        fd = os.open(mnt / "big" / "f1.bin", os.O_RDONLY | os.O_DIRECT)
+        try:
+            before = node_stats(node)
+            for offset in (5 * MiB + 12288, 2 * MiB + 8192):  # jumps into blocks 5 and 2
+                assert os.preadv(fd, [buf], offset) == 4096
+                assert buf[:] == expected(offset)
+            first = node_stats(node)
+            assert first.bucket_fetches - before.bucket_fetches == 2
+            assert first.bucket_bytes - before.bucket_bytes == 2 * 4096
+            assert tiers(first)["memory"].blocks == 0  # parts are kept nowhere
+            assert os.preadv(fd, [buf], 5 * MiB + 700_416) == 4096  # block 5 again
+            assert buf[:] == expected(5 * MiB + 700_416)
+            second = node_stats(node)
+            assert second.bucket_bytes - first.bucket_bytes == MiB  # now all of it, cached
+            assert tiers(second)["memory"].blocks == 1
+        finally:
+            os.close(fd)

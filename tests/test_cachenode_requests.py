@@ -38,11 +38,19 @@ def _call(address: str, request: bytes) -> bytes:
     return reply
 
 
-def _request(key: str, etag: str, size: int, index: int, block_size: int = MiB) -> bytes:
+def _request(
+    key: str,
+    etag: str,
+    size: int,
+    index: int,
+    block_size: int = MiB,
+    part: tuple[int, int] = (0, 0),
+) -> bytes:
     ref = dcfs_pb2.BlockRef(
         key=key, etag=etag, object_size=size, index=index, block_size=block_size
     )
-    return dcfs_pb2.ReadBlockRequest(block=ref).SerializeToString()
+    offset, length = part
+    return dcfs_pb2.ReadBlockRequest(block=ref, offset=offset, length=length).SerializeToString()
 
 
 def _code(address: str, request: bytes) -> grpc.StatusCode:
@@ -66,6 +74,9 @@ def test_malformed_requests_get_status_codes(node: tuple[LocalCluster, str, Path
             grpc.StatusCode.FAILED_PRECONDITION
         ),
         _request("no-such-object", "e", 10, 0): grpc.StatusCode.NOT_FOUND,
+        _request("data.bin", version.etag, version.size, 3, part=(0, 6)): (
+            grpc.StatusCode.INVALID_ARGUMENT  # the last block has 5 bytes
+        ),
     }
     for request, code in bad.items():
         assert _code(address, request) == code
@@ -141,3 +152,30 @@ def test_the_block_stream_serves_blocks_and_survives_garbage(
         client.read_block(bad, timeout_s=10)
     client.close()
     assert all(c.process.poll() is None for c in cluster.children)
+
+
+def test_a_part_of_a_block_costs_only_its_bytes(node: tuple[LocalCluster, str, Path]) -> None:
+    """A node without the block fetches just the part and keeps nothing; with
+    the block cached it slices it."""
+    _cluster, address, bucket = node
+    version = open_store(f"file://{bucket}").head("data.bin").version
+    content = (bucket / "data.bin").read_bytes()
+    stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(address))
+
+    def bucket_bytes() -> int:
+        reply = stub.Stats(dcfs_pb2.StatsRequest(), timeout=10)
+        return int(reply.bucket_bytes)
+
+    def part(offset: int, length: int) -> tuple[bytes, str]:
+        request = _request("data.bin", version.etag, version.size, 2, part=(offset, length))
+        data, crc, source = wire.decode_block_reply(_call(address, request))
+        ref = BlockRef(version, 2, MiB)
+        assert wire.verify_block(ref, data, crc, length) is data
+        return bytes(data), source
+
+    before = bucket_bytes()
+    assert part(1000, 4096) == (content[2 * MiB + 1000 : 2 * MiB + 5096], "bucket")
+    assert bucket_bytes() - before == 4096
+    assert part(1000, 4096)[1] == "bucket"  # not kept
+    _call(address, _request("data.bin", version.etag, version.size, 2))  # the whole block
+    assert part(77, 100) == (content[2 * MiB + 77 : 2 * MiB + 177], "memory")

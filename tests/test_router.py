@@ -156,3 +156,14 @@ def test_a_failing_owner_fails_over_without_hedging(cluster: Cluster, store: Obj
     first.mode = "fail"
     assert router.fetch(ref) == store.read_range(ref.version, ref.offset, BLOCK)
     assert (router.hedged_requests, router.peer_fetches, first.calls, second.calls) == (0, 1, 1, 1)
+
+
+def test_a_part_of_a_block_falls_back_to_the_bucket_as_a_part(
+    cluster: Cluster, store: ObjectStore
+) -> None:
+    router = _router(cluster, store)
+    ref = _refs(store)[7]
+    for node in cluster.owners(ref):
+        node.mode = "silent"
+    assert router.fetch_part(ref, 100, 50) == store.read_range(ref.version, ref.offset + 100, 50)
+    assert router.bucket_fetches == 1

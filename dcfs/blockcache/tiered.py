@@ -66,6 +66,20 @@ class BlockCache:
         Raises what ``fetch`` raises, or CorruptBlock if it returned the wrong
         number of bytes; nothing is cached then.
         """
+        found = self.cached(ref, served=served, reference=reference)
+        if found is not None:
+            return found
+        result, shared = self._flight.do(ref.block_id, lambda: self._fetch(ref, fetch, reference))
+        if shared and reference:  # the leader's insert counted only its own use
+            self.memory.touch(ref)
+        return result
+
+    def cached(
+        self, ref: BlockRef, *, served: int | None = None, reference: bool = True
+    ) -> tuple[bytes, str] | None:
+        """The block and the tier that had it, memory or disk, or None: the
+        first half of :meth:`get`, which never fetches. A block found on disk
+        (or still queued for it) is promoted into memory."""
         data = self.from_memory(ref, served=served, reference=reference, count_miss=True)
         if data is not None:
             return data, "memory"
@@ -78,10 +92,7 @@ class BlockCache:
             if data is not None:
                 self.memory.put(ref, data, referenced=reference)
                 return data, "disk"
-        result, shared = self._flight.do(ref.block_id, lambda: self._fetch(ref, fetch, reference))
-        if shared and reference:  # the leader's insert counted only its own use
-            self.memory.touch(ref)
-        return result
+        return None
 
     def from_memory(
         self,
