@@ -49,7 +49,10 @@ class BlockReader:
         """Bytes ``[offset, offset + size)`` of ``version`` (short at EOF)."""
         refs = blocks_for_range(version, offset, size, self.block_size)
         fresh = window.unread_from(offset) if window is not None else 0
-        jump = window is not None and not window.follows(offset)
+        # Random access: a read off the sequence of a handle that is not in a
+        # sequential run (one in a run that arrives off its place is the
+        # kernel's readahead, issued in parallel, not a jump).
+        jump = window is not None and window.blocks == 0 and not window.follows(offset)
         if window is not None:
             self._prefetch(
                 version, window, window.advise(offset, size, self.block_size, self._count(version))
