@@ -13,18 +13,13 @@ bounds what a cold read through the cluster can reach.
 
 import os
 import resource
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from compare import SEQ1, s3_parallel_get, seq, use_dummy_credentials  # noqa: E402
-from seaweed import SeaweedServer  # noqa: E402
-
-from dcfs.launcher import LocalCluster  # noqa: E402
+from compare import SEQ1, cold_cluster, s3_parallel_get, seq  # noqa: E402
 
 MiB = 1024 * 1024
 SIZE = 1024 * MiB
@@ -42,43 +37,26 @@ def own_cpu_seconds() -> float:
 
 
 def main() -> None:
-    use_dummy_credentials()
-    work = Path(tempfile.mkdtemp(prefix="dcfs-cold-cpu-"))
-    server = SeaweedServer()
-    try:
-        server.start(work / "seaweed")
-        server.create_bucket("cold")
-        (work / "big").write_bytes(os.urandom(SIZE))
-        server.client().upload_file(str(work / "big"), "cold", "big.bin")
-        assert server.proc is not None
-        weed = server.proc.pid
-        with LocalCluster(work / "state", log_dir=work / "logs") as cluster:
-            cluster.start_metadata("s3://cold", endpoint_url=server.endpoint_url)
-            for _ in range(2):
-                cluster.start_node("2GiB", NODE_DISK)
-            mnt = work / "mnt"
-            mnt.mkdir()
-            cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0", "--pretouch")
-            pids = {child.name: child.process.pid for child in cluster.children}
-            pids["seaweedfs"] = weed
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            result = seq(SEQ1, mnt / "big.bin", SIZE)
-            spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    with cold_cluster(SIZE, NODE_DISK, "--pretouch") as cold:
+        assert cold.server.proc is not None
+        weed = cold.server.proc.pid
+        pids = {child.name: child.process.pid for child in cold.cluster.children}
+        pids["seaweedfs"] = weed
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        result = seq(SEQ1, cold.path, SIZE)
+        spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
         print(f"cold read through dcfs: {result.mib_s:.0f} MiB/s")
         for name, seconds in spent.items():
             print(f"  {name:<10} {seconds:5.2f} CPU-s")
         print(f"  {'total':<10} {sum(spent.values()):5.2f} CPU-s")
 
         weed_before, own_before = cpu_seconds(weed), own_cpu_seconds()
-        mib_s = s3_parallel_get(server, "", "cold", "big.bin", SIZE, 16)
+        mib_s = s3_parallel_get(cold.server, "", "cold", "big.bin", SIZE, 16)
         weed_spent, own_spent = cpu_seconds(weed) - weed_before, own_cpu_seconds() - own_before
         print(f"16 parallel GETs: {mib_s:.0f} MiB/s")
         print(f"  seaweedfs  {weed_spent:5.2f} CPU-s")
         print(f"  boto3      {own_spent:5.2f} CPU-s")
         print(f"  total      {weed_spent + own_spent:5.2f} CPU-s")
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -102,6 +103,40 @@ def s3_parallel_get(
     with ThreadPoolExecutor(streams) as pool:
         total = sum(pool.map(get, ranges))
     return total / MiB / (time.perf_counter() - started)
+
+
+@dataclass
+class ColdCluster:
+    server: SeaweedServer
+    cluster: LocalCluster
+    nodes: list[str]  # their addresses
+    path: Path  # the object, through the mount
+
+
+@contextlib.contextmanager
+def cold_cluster(size: int, node_disk: str, *mount_args: str) -> Iterator[ColdCluster]:
+    """A SeaweedFS server holding ``size`` random bytes as s3://cold/big.bin
+    and a dcfs cluster over it: two cache nodes (2 GiB of memory,
+    ``node_disk`` of disk) and a mount (2 GiB of memory, no disk, then
+    ``mount_args``). Everything stops and goes at the end."""
+    use_dummy_credentials()
+    work = Path(tempfile.mkdtemp(prefix="dcfs-cold-"))
+    server = SeaweedServer()
+    try:
+        server.start(work / "seaweed")
+        server.create_bucket("cold")
+        (work / "big").write_bytes(os.urandom(size))
+        server.client().upload_file(str(work / "big"), "cold", "big.bin")
+        with LocalCluster(work / "state", log_dir=work / "logs") as cluster:
+            cluster.start_metadata("s3://cold", endpoint_url=server.endpoint_url)
+            nodes = [cluster.start_node("2GiB", node_disk) for _ in range(2)]
+            mnt = work / "mnt"
+            mnt.mkdir()
+            cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0", *mount_args)
+            yield ColdCluster(server, cluster, nodes, mnt / "big.bin")
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @contextlib.contextmanager

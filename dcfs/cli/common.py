@@ -28,6 +28,13 @@ def address_arg(text: str) -> str:
     return text
 
 
+def add_metadata_arg(parser: argparse.ArgumentParser) -> None:
+    """The positional HOST:PORT of the metadata service, as every client command takes it."""
+    parser.add_argument(
+        "metadata", type=address_arg, metavar="HOST:PORT", help="the metadata service"
+    )
+
+
 def seconds_arg(text: str) -> float:
     value = interval_arg(text)
     if value == 0:

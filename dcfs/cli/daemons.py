@@ -14,6 +14,7 @@ from dcfs.blocks import DEFAULT_BLOCK_SIZE
 from dcfs.cli.common import (
     Subparsers,
     add_command,
+    add_metadata_arg,
     address_arg,
     interval_arg,
     seconds_arg,
@@ -27,6 +28,13 @@ from fsclient.mount import MountConfig, check_mountpoint, run_mount
 from metadata.service import MetadataServer
 
 log = logging.getLogger("dcfs")
+
+
+PRETOUCH_HELP = (
+    "fault in the memory tier's pages at start, so that filling it costs no page faults on "
+    "the read path (about 0.6 s per GiB here, more than receiving the bytes); resident memory "
+    "is then --memory from the start"
+)
 
 
 def register(commands: Subparsers) -> None:
@@ -96,13 +104,11 @@ def register(commands: Subparsers) -> None:
         "--pretouch",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="fault in the memory tier's pages at start, so that filling it costs no page "
-        "faults on the read path (about 0.6 s per GiB here, more than receiving the bytes); "
-        "resident memory is then --memory from the start",
+        help=PRETOUCH_HELP,
     )
 
     p = add_command(commands, "mount", "mount a bucket through the cluster", run_mount_command)
-    p.add_argument("metadata", type=address_arg, metavar="HOST:PORT", help="the metadata service")
+    add_metadata_arg(p)
     p.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     p.add_argument(
         "--cache-dir",
@@ -115,9 +121,7 @@ def register(commands: Subparsers) -> None:
     p.add_argument(
         "--pretouch",
         action="store_true",
-        help="fault in the memory tier's pages at start, so that filling it costs no page "
-        "faults on the read path (about 0.6 s per GiB here, more than receiving the bytes); "
-        "resident memory is then --memory from the start",
+        help=PRETOUCH_HELP,
     )
     p.add_argument(
         "--prefetch",

@@ -8,7 +8,7 @@ import grpc
 from dcfs import rpc
 from dcfs.bench import report, runner
 from dcfs.bench.tiers import StatsSource, client_counters, cluster_counters, combined
-from dcfs.cli.common import Subparsers, add_command, address_arg, size_arg
+from dcfs.cli.common import Subparsers, add_command, add_metadata_arg, size_arg
 from dcfs.cluster import describe_rpc_error, fetch_cluster_info
 from dcfs.errors import ConfigError, PeerError
 from dcfs.sizes import format_size
@@ -19,7 +19,7 @@ def register(commands: Subparsers) -> None:
     p = add_command(
         commands, "status", "show the cluster: nodes, capacities, hit ratios", run_status
     )
-    p.add_argument("metadata", type=address_arg, metavar="HOST:PORT", help="the metadata service")
+    add_metadata_arg(p)
 
     p = add_command(
         commands,
@@ -27,7 +27,7 @@ def register(commands: Subparsers) -> None:
         "bring a path of the namespace in line with the bucket now",
         run_refresh,
     )
-    p.add_argument("metadata", type=address_arg, metavar="HOST:PORT", help="the metadata service")
+    add_metadata_arg(p)
     p.add_argument(
         "path",
         nargs="?",

@@ -6,7 +6,7 @@ import sys
 from typing import TextIO
 
 from dcfs import rpc
-from dcfs.cli.common import Subparsers, add_command, address_arg, seconds_arg
+from dcfs.cli.common import Subparsers, add_command, add_metadata_arg, seconds_arg
 from dcfs.cluster import fetch_cluster_info
 from dcfs.errors import DcfsError
 from dcfs.sizes import format_size
@@ -25,7 +25,7 @@ def register(commands: Subparsers) -> None:
         "load files or directories into the cluster, each block on its owner node",
         run_warmup,
     )
-    p.add_argument("metadata", type=address_arg, metavar="HOST:PORT", help="the metadata service")
+    add_metadata_arg(p)
     p.add_argument(
         "paths",
         nargs="+",
