@@ -43,7 +43,7 @@ class CacheNodeServer:
         info = fetch_cluster_info(config.metadata)
         self.store = open_store(info.bucket_url, info.endpoint_url or None)
         disk = (
-            DiskTier(config.cache_dir, config.disk, drop_written_pages=True)
+            DiskTier(config.cache_dir, config.disk, bypass_page_cache=True)
             if config.disk > 0
             else None
         )

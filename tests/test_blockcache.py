@@ -2,9 +2,7 @@
 this machine lets us mount one)."""
 
 import contextlib
-import ctypes
 import logging
-import mmap
 import os
 import random
 import shutil
@@ -96,33 +94,6 @@ def test_disk_round_trip_and_layout(disk: DiskTier) -> None:
     assert disk.get(r, served=10) == payload(r)
     st = disk.stats()
     assert (st.name, st.hits, st.misses, st.bytes_served, st.blocks) == ("disk", 2, 1, 110, 1)
-
-
-def resident_pages(path: Path) -> int:
-    """Pages of ``path`` in the page cache (mincore(2) on a private mapping
-    that is never written, so it shows the file's own pages)."""
-    size = path.stat().st_size
-    libc = ctypes.CDLL(None, use_errno=True)
-    with path.open("rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
-        start = ctypes.c_char.from_buffer(m)
-        vec = (ctypes.c_ubyte * -(-size // mmap.PAGESIZE))()
-        rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(start)), ctypes.c_size_t(size), vec)
-        del start
-        assert rc == 0, os.strerror(ctypes.get_errno())
-        return sum(v & 1 for v in vec)
-
-
-@pytest.mark.parametrize("drop", [False, True])
-def test_written_pages_dropped_when_asked(tmp_path: Path, drop: bool) -> None:
-    """A cache node's disk tier leaves no copy of its writes in the page
-    cache (its memory tier has them); a client's keeps it."""
-    disk = DiskTier(tmp_path / "c", 1 << 20, drop_written_pages=drop)
-    r = ref(0)
-    disk.put(r, payload(r))
-    [path] = block_files(tmp_path / "c")
-    assert (resident_pages(path) == 0) is drop
-    assert disk.get(r) == payload(r)
-    disk.close()
 
 
 def test_disk_bound_respected(tmp_path: Path) -> None:

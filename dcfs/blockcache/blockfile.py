@@ -10,6 +10,10 @@ then its bytes (little-endian)::
     u64 block size | u64 data length | u32 CRC-32C of the data
     key bytes | etag bytes | u32 CRC-32C of everything above | data
 
+A cache node's files have zeros between the header and the data, which
+starts on the next page boundary (:mod:`.directio`); the file's size tells
+a reader which layout it holds.
+
 The identity fields let a read reject a file that holds another block (a bug,
 a rename, a hash collision); the two CRCs catch bit rot in either part.
 """
