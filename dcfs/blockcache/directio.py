@@ -13,7 +13,8 @@ page (:func:`data_offset`; zeros in between), and a write sends the header
 page, the data's whole pages straight from its buffer (page-aligned by
 :func:`dcfs.buffers.unfilled`) and its last partial page from scratch
 memory, then truncates the file to its true length. Data not page-aligned
-(from boto3, say) is copied to the scratch memory first.
+(from boto3, say) is first copied to a new aligned buffer, or when small to
+the scratch memory, which so stays small in every thread that writes.
 """
 
 import errno
@@ -49,6 +50,10 @@ def write(fd: int, header: bytes, data: bytes) -> None:
     head = data_offset(len(header))
     whole = len(data) - len(data) % PAGE
     tail = len(data) - whole
+    if whole >= buffers.ALIGN_FROM and not buffers.page_aligned(data):
+        aligned = buffers.unfilled(len(data))
+        aligned[:] = data
+        data = aligned  # type: ignore[assignment]  # bytes-like; never written again
     in_place = buffers.page_aligned(data)
     copied = (0 if in_place else whole) + (PAGE if tail else 0)
     scratch = _scratch_view(head + copied)
