@@ -197,9 +197,10 @@ class Operations(pyfuse3.Operations):
         self._files[fh] = FileHandle(version, self._reader.new_window(), inode)
         ahead = self._siblings.opened(inode)
         if ahead and not mode.direct_io:
-            self._reader.prefetch_first_blocks(
+            started = self._reader.prefetch_first_blocks(
                 [ObjectVersion(a.key, a.etag, a.size) for a in ahead]
             )
+            self._siblings.fetching_ahead(inode, started)
         if mode.stale_attrs:
             try:
                 await trio.to_thread.run_sync(self._kernel.invalidate_inode, inode, True)

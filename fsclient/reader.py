@@ -130,12 +130,14 @@ class BlockReader:
                 return
             window.issued_until = index + 1
 
-    def prefetch_first_blocks(self, versions: list[ObjectVersion]) -> None:
+    def prefetch_first_blocks(self, versions: list[ObjectVersion]) -> int:
         """Fetch the first block of each of these files ahead of their reader
-        (the next files of a directory read in order), within the budget."""
-        for version in versions:
+        (the next files of a directory read in order), within the budget; how
+        many of them, from the first, are now cached or on their way."""
+        for done, version in enumerate(versions):
             if not self._start_prefetch(BlockRef(version, 0, self.block_size)):
-                return
+                return done
+        return len(versions)
 
     def _start_prefetch(self, ref: BlockRef) -> bool:
         """Fetch ``ref`` in the background unless it is cached or on its way;

@@ -5,7 +5,9 @@ next files' first blocks fetched ahead of it.
 Each directory listing the kernel reads is remembered in order (files only,
 bounded in entries). Opening the file right after the previously opened one
 grows the depth 1 -> 2 -> 4 ... up to ``max_depth``; any other open resets it,
-so shuffled readers cost nothing.
+so shuffled readers cost nothing. Files already on their way are not handed
+out again: in a steady scan each open adds one file to the window, so the
+open of a warm file does not check 16 of them.
 """
 
 import threading
@@ -20,6 +22,7 @@ class _Directory:
     files: list[dcfs_pb2.Attr] = field(default_factory=list)
     last_opened: int = -1  # position of the last file opened here (-1: none yet)
     depth: int = 0
+    ahead_until: int = 0  # positions before this were handed out to fetch ahead
 
 
 class SiblingIndex:
@@ -69,6 +72,16 @@ class SiblingIndex:
             if position == listing.last_opened + 1:
                 listing.depth = min(self._max_depth, max(1, listing.depth * 2))
             else:
-                listing.depth = 0
+                listing.depth = listing.ahead_until = 0
             listing.last_opened = position
-            return listing.files[position + 1 : position + 1 + listing.depth]
+            start = max(position + 1, listing.ahead_until)
+            return listing.files[start : position + 1 + listing.depth]
+
+    def fetching_ahead(self, inode: int, count: int) -> None:
+        """The first ``count`` files that ``opened(inode)`` just returned are
+        cached or on their way: later opens leave them out."""
+        with self._lock:
+            found = self._where.get(inode)
+            if found is not None:
+                listing = self._dirs[found[0]]
+                listing.ahead_until = max(found[1] + 1, listing.ahead_until) + count

@@ -20,6 +20,21 @@ def test_in_order_opens_grow_the_depth_and_jumps_reset_it() -> None:
     assert [a.inode for a in index.opened(19)] == []  # the last file has no next
 
 
+def test_files_on_their_way_are_not_handed_out_again() -> None:
+    """In a steady scan each open adds the one file entering the window;
+    what the budget left out is offered again, and a jump starts afresh."""
+    index = SiblingIndex(max_depth=4)
+    index.listed(1, True, _files(10, 12))
+    handed = []
+    for i in range(10, 16):
+        ahead = [a.inode for a in index.opened(i)]
+        handed.append(ahead)
+        index.fetching_ahead(i, 1 if i == 12 else len(ahead))  # the budget took one at 12
+    assert handed == [[11], [12, 13], [14, 15, 16], [15, 16, 17], [18], [19]]
+    assert [a.inode for a in index.opened(11)] == []  # a jump back: depth 0
+    assert [a.inode for a in index.opened(12)] == [13]  # in order again, from the file opened
+
+
 def test_unknown_files_and_directories_cost_nothing() -> None:
     index = SiblingIndex()
     assert index.opened(12345) == []
