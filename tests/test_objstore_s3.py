@@ -265,6 +265,30 @@ def test_a_connection_closed_while_idle_is_replaced_not_given_up(
     assert calls == []  # a new connection, not boto3
 
 
+def test_a_presigned_url_is_reused_and_signed_anew_when_refused(
+    client: Any, bucket: str, store: S3Store
+) -> None:
+    """One signature serves many GETs of a key; a URL the server refuses
+    (here a spoiled signature, as after a change of credentials) is
+    forgotten, so only that one GET goes through boto3."""
+    data = os.urandom(100_000)
+    put(client, bucket, "f", data)
+    v = store.head("f").version
+    signed: list[str] = []
+
+    def presign(key: str) -> str:
+        url = store._presign(key)
+        signed.append(url)
+        return url.replace("X-Amz-Signature=", "X-Amz-Signature=0") if len(signed) == 1 else url
+
+    store._fast = PresignedRangeGetter(presign, 5.0)
+    calls = count_calls(store, "GetObject")
+    for i in range(6):
+        assert store.read_range(v, i * 100, 100) == data[i * 100 : (i + 1) * 100]
+    assert calls == ["GetObject"]  # the refused one
+    assert len(signed) == 2
+
+
 def test_fast_gets_that_keep_failing_are_turned_off(
     client: Any, bucket: str, store: S3Store, caplog: pytest.LogCaptureFixture
 ) -> None:
