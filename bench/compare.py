@@ -1,14 +1,18 @@
 """The comparison behind the README's benchmark table: dcfs against the
 ceilings of this machine, measured side by side in one run.
 
-    .venv/bin/python bench/compare.py [--size 1GiB] [--delay-ms 20] [--json out.json]
+    .venv/bin/python bench/compare.py [--size 1GiB] [--delay-ms 20] [--block-size 4MiB]
+                                      [--json out.json]
 
 It starts a SeaweedFS S3 server on loopback (and a delaying proxy in front of
 it), compiles libfuse's passthrough_ll example, and runs dcfs clusters over
 the bucket. Every process it starts is stopped by PID; every mount unmounted.
 Each cold read is compared to 16 GETs measured just before it; each warm
 row is the median of three runs of dcfs and three of its baseline, taken
-in turns.
+in turns. The baselines move dcfs's unit: the 16 GETs ask for one block's
+range each, the bare gRPC pair sends one block per message (the bucket
+delivers more to larger ranges here: 16 GETs of 4, 8 and 16 MiB ranges
+read 760-925, 896-1078 and 983-1254 MiB/s).
 """
 
 import argparse
@@ -39,6 +43,7 @@ from dcfs import rpc  # noqa: E402
 from dcfs.bench import fio, pyreader  # noqa: E402
 from dcfs.bench.data import drop_page_cache, read_through  # noqa: E402
 from dcfs.bench.jobs import JobResult, JobSpec  # noqa: E402
+from dcfs.blocks import DEFAULT_BLOCK_SIZE  # noqa: E402
 from dcfs.launcher import LocalCluster, unmount  # noqa: E402
 from dcfs.sample import SampleSpec, make_sample  # noqa: E402
 from dcfs.sizes import parse_size  # noqa: E402
@@ -85,15 +90,21 @@ def use_dummy_credentials() -> None:
 
 
 def s3_parallel_get(
-    server: SeaweedServer, endpoint: str, bucket: str, key: str, size: int, streams: int
+    server: SeaweedServer,
+    endpoint: str,
+    bucket: str,
+    key: str,
+    size: int,
+    streams: int,
+    range_size: int = 4 * MiB,
 ) -> float:
-    """MiB/s of ``streams`` threads doing ranged 4 MiB GETs of one object."""
+    """MiB/s of ``streams`` threads doing ranged GETs of one object."""
     client = boto3.client(
         "s3",
         endpoint_url=endpoint or server.endpoint_url,
         config=Config(max_pool_connections=streams),
     )
-    ranges = [(o, min(size, o + 4 * MiB) - 1) for o in range(0, size, 4 * MiB)]
+    ranges = [(o, min(size, o + range_size) - 1) for o in range(0, size, range_size)]
     started = time.perf_counter()
 
     def get(r: tuple[int, int]) -> int:
@@ -169,11 +180,13 @@ def passthrough(work: Path, source: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def dcfs_cluster(work: Path, name: str, url: str, endpoint: str) -> Iterator[LocalCluster]:
+def dcfs_cluster(
+    work: Path, name: str, url: str, endpoint: str, *metadata_args: str
+) -> Iterator[LocalCluster]:
     state = work / name
     cluster = LocalCluster(state, log_dir=state / "logs")
     try:
-        cluster.start_metadata(url, endpoint_url=endpoint)
+        cluster.start_metadata(url, *metadata_args, endpoint_url=endpoint)
         for _ in range(2):
             cluster.start_node("2GiB", "4GiB")
         yield cluster
@@ -193,9 +206,19 @@ def main() -> None:
     parser.add_argument("--size", type=parse_size, default=1024 * MiB, help="large file size")
     parser.add_argument("--small-files", type=int, default=2000)
     parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--block-size",
+        type=parse_size,
+        default=None,
+        help="the clusters' block size (default: dcfs metadata's default)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     use_dummy_credentials()
+    blocks = [] if args.block_size is None else ["--block-size", str(args.block_size)]
+    # The baselines move the same unit as dcfs: GETs of one block's range,
+    # gRPC messages of one block.
+    block = args.block_size or DEFAULT_BLOCK_SIZE
     rows: list[tuple[str, float, float, str]] = []  # what, dcfs, baseline, unit
 
     def add(what: str, value: float, base: float, unit: str) -> None:
@@ -231,8 +254,8 @@ def main() -> None:
             ]
         ):
             proxy_url = f"http://127.0.0.1:{proxy_port}"
-            proxy_16 = s3_parallel_get(server, proxy_url, "bench", str(large), args.size, 16)
-            with dcfs_cluster(work, "delayed", "s3://bench", proxy_url) as cluster:
+            proxy_16 = s3_parallel_get(server, proxy_url, "bench", str(large), args.size, 16, block)
+            with dcfs_cluster(work, "delayed", "s3://bench", proxy_url, *blocks) as cluster:
                 mnt = work / "mnt-delayed"
                 mnt.mkdir()
                 cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0", "--pretouch")
@@ -244,19 +267,19 @@ def main() -> None:
                     "MiB/s",
                 )
 
-        bare_grpc = grpc_baseline.run(4 * MiB, max(32, args.size // (4 * MiB)))
+        bare_grpc = grpc_baseline.run(block, max(32, args.size // block))
         read_through([data / large])
         read_through([data / p for p in small])
         with (
             passthrough(work, data) as pt,
-            dcfs_cluster(work, "direct", "s3://bench", server.endpoint_url) as cluster,
+            dcfs_cluster(work, "direct", "s3://bench", server.endpoint_url, *blocks) as cluster,
         ):
             mnt = work / "mnt"
             mnt.mkdir()
             mount = cluster.start_mount(
                 mnt, "--memory", "2GiB", "--disk", "0", "--prefetch", "256MiB", "--pretouch"
             )
-            bucket_16 = s3_parallel_get(server, "", "bench", str(large), args.size, 16)
+            bucket_16 = s3_parallel_get(server, "", "bench", str(large), args.size, 16, block)
             cold = seq(SEQ1, mnt / large, args.size)
             add("cold seq read from the bucket (vs 16 GETs)", cold.mib_s, bucket_16, "MiB/s")
             # Warm comparisons: dcfs and its baseline in turns, the median of
