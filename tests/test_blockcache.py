@@ -419,9 +419,11 @@ def big(index: int) -> BlockRef:
     return BlockRef(ObjectVersion("big", "e", 1 << 30), index, 64 * 1024)
 
 
-def test_reserve_kept_on_small_filesystem(tmp_path: Path) -> None:
+@pytest.mark.parametrize("node", [False, True], ids=["client", "node-direct"])
+def test_reserve_kept_on_small_filesystem(tmp_path: Path, node: bool) -> None:
     with tmpfs(tmp_path / "fs") as fs:
-        tier = DiskTier(fs / "c", capacity=1 << 30, reserve_fraction=0.25)
+        tier = DiskTier(fs / "c", capacity=1 << 30, reserve_fraction=0.25, bypass_page_cache=node)
+        assert tier._direct is node  # tmpfs takes O_DIRECT on this kernel
         for i in range(40):  # 2.5 MiB into 2 MiB: our oldest blocks make room
             tier.put(big(i), payload(big(i)))
             free, total = free_bytes(fs)
@@ -432,16 +434,21 @@ def test_reserve_kept_on_small_filesystem(tmp_path: Path) -> None:
         shutil.rmtree(fs / "c")
         free, total = free_bytes(fs)
         (fs / "filler").write_bytes(b"\0" * (free - total // 4))
-        tier = DiskTier(fs / "c", capacity=1 << 30, reserve_fraction=0.25)
+        tier = DiskTier(fs / "c", capacity=1 << 30, reserve_fraction=0.25, bypass_page_cache=node)
         tier.put(big(0), payload(big(0)))  # would eat into the reserve: skipped
         assert tier.stats().blocks == 0 and block_files(fs / "c") == []
         tier.close()
 
 
-def test_enospc_and_read_only_fs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("node", [False, True], ids=["client", "node-direct"])
+def test_enospc_and_read_only_fs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, node: bool
+) -> None:
     fetch = Fetcher()
     with tmpfs(tmp_path / "fs", "size=2m,nr_inodes=64") as fs:
-        disk = DiskTier(fs / "c", 1 << 30, reserve_fraction=0.0, retry_after=0.1)
+        disk = DiskTier(
+            fs / "c", 1 << 30, reserve_fraction=0.0, retry_after=0.1, bypass_page_cache=node
+        )
         cache = BlockCache(MemoryTier(BS), disk)
         for i in range(4):
             cache.get(ref(i), fetch)
