@@ -51,6 +51,12 @@ def test_a_node_tier_leaves_no_pages_behind(
     disk.close()
 
 
+def test_the_probe_says_no_rather_than_raise(tmp_path: Path) -> None:
+    assert directio.supported(str(tmp_path))  # ext4 or tmpfs here
+    assert not directio.supported(str(tmp_path / "missing"))
+    assert list(tmp_path.iterdir()) == []  # the probe file had no name
+
+
 def test_large_buffers_start_on_a_page() -> None:
     """So a node writes what it received with no copy."""
     assert all(buffers.page_aligned(buffers.unfilled(n)) for n in (64 * 1024, 100_003, 4 << 20))

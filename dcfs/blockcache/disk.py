@@ -117,10 +117,10 @@ class DiskTier:
         self._fs_block = 4096
         try:
             self._fs_block = os.statvfs(self._blocks).f_frsize or 4096
-            self._direct = bypass_page_cache and directio.supported(self._blocks)
             self._restore()
         except OSError as exc:
             self._health.fault(exc)
+        self._direct = bypass_page_cache and directio.supported(self._blocks)
 
     @property
     def used_bytes(self) -> int:
