@@ -15,6 +15,9 @@ page, the data's whole pages straight from its buffer (page-aligned by
 memory, then truncates the file to its true length. Data not page-aligned
 (from boto3, say) is first copied to a new aligned buffer, or when small to
 the scratch memory, which so stays small in every thread that writes.
+
+There is no ``fdatasync``: after a crash a renamed file may lack its size or
+its bytes, and a read rejects it (size and CRC-32C checks) and deletes it.
 """
 
 import errno
