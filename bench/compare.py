@@ -18,6 +18,7 @@ ranges read 760-925, 896-1078 and 983-1254 MiB/s).
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -79,20 +80,23 @@ def cold_pairs(
     size: int,
     baseline: Callable[[], float],
 ) -> tuple[float, float]:
-    """The medians of ROUNDS cold reads of ``large`` (each through a new
-    cluster, its caches empty) and of ROUNDS baseline runs, each measured just
-    before its cold read."""
-    reads: list[float] = []
-    bases: list[float] = []
-    for i in range(ROUNDS):
-        bases.append(baseline())
-        with dcfs_cluster(work, f"{name}-{i}", "s3://bench", endpoint, *blocks) as cluster:
-            mnt = work / f"mnt-{name}-{i}"
+    """The medians of ROUNDS cold reads of ``large`` and of ROUNDS baseline
+    runs, each baseline measured just before its cold read."""
+    rounds = itertools.count()
+
+    def cold_read() -> float:
+        """One read of ``large`` through a new cluster: its caches are empty."""
+        cluster_name = f"{name}-{next(rounds)}"
+        with dcfs_cluster(work, cluster_name, "s3://bench", endpoint, *blocks) as cluster:
+            mnt = work / f"mnt-{cluster_name}"
             mnt.mkdir()
             cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0", "--pretouch")
-            reads.append(seq(SEQ1, mnt / large, size).mib_s)
-        shutil.rmtree(work / f"{name}-{i}", ignore_errors=True)  # its nodes' disk tiers
-    return statistics.median(reads), statistics.median(bases)
+            mib_s = seq(SEQ1, mnt / large, size).mib_s
+        shutil.rmtree(work / cluster_name, ignore_errors=True)  # its nodes' disk tiers
+        return mib_s
+
+    base, cold = paired(baseline, cold_read)
+    return cold, base
 
 
 def seq(spec: JobSpec, path: Path, size: int) -> JobResult:
@@ -122,7 +126,7 @@ def s3_parallel_get(
     key: str,
     size: int,
     streams: int,
-    range_size: int = 4 * MiB,
+    range_size: int = DEFAULT_BLOCK_SIZE,
 ) -> float:
     """MiB/s of ``streams`` threads doing ranged GETs of one object."""
     client = boto3.client(

@@ -47,40 +47,34 @@ def _scratch_view(size: int) -> memoryview:
     return memoryview(area)[:size]
 
 
-def write(fd: int, header: bytes, data: bytes) -> None:
+def write(fd: int, header: bytes, data: bytes | bytearray) -> None:
     """Write ``header`` and ``data`` to ``fd`` (opened with :data:`FLAGS`)
     in the layout above. OSError if the write falls short."""
     head = data_offset(len(header))
     whole = len(data) - len(data) % PAGE
-    tail = len(data) - whole
     if whole >= buffers.ALIGN_FROM and not buffers.page_aligned(data):
         aligned = buffers.unfilled(len(data))
         aligned[:] = data
-        data = aligned  # type: ignore[assignment]  # bytes-like; never written again
-    in_place = buffers.page_aligned(data)
-    copied = (0 if in_place else whole) + (PAGE if tail else 0)
-    scratch = _scratch_view(head + copied)
-    scratch[: len(header)] = header
-    scratch[len(header) : head] = bytes(head - len(header))
-    pieces = [scratch[:head]]
+        data = aligned
     source = memoryview(data)
-    if in_place:
-        pieces.append(source[:whole])
-        at = head
-    else:
-        scratch[head : head + whole] = source[:whole]
-        at = head + whole
-        pieces = [scratch[:at]]
-    if tail:
-        scratch[at : at + tail] = source[whole:]
-        scratch[at + tail : at + PAGE] = bytes(PAGE - tail)
-        pieces.append(scratch[at : at + PAGE])
-    want = head + whole + (PAGE if tail else 0)
+    in_place = buffers.page_aligned(data)
+    rest = source[whole:] if in_place else source  # what goes through the scratch memory
+    scratch = _scratch_view(head + data_offset(len(rest)))
+    _put_padded(scratch[:head], header)
+    _put_padded(scratch[head:], rest)
+    pieces = [scratch[:head], source[:whole], scratch[head:]] if in_place else [scratch]
+    want = head + data_offset(len(data))
     done = os.pwritev(fd, pieces, 0)
     if done != want:
         raise OSError(errno.EIO, f"direct write of a block file stopped at {done} of {want} bytes")
-    if tail:
+    if want != head + len(data):
         os.ftruncate(fd, head + len(data))
+
+
+def _put_padded(target: memoryview, content: bytes | memoryview) -> None:
+    """``content`` at the start of ``target``, zeros after it."""
+    target[: len(content)] = content
+    target[len(content) :] = bytes(len(target) - len(content))
 
 
 def supported(directory: str) -> bool:
