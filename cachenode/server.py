@@ -27,6 +27,7 @@ class CacheNodeConfig:
     cache_dir: Path
     memory: int
     disk: int
+    free_space_ratio: float = 0.1  # of the disk tier's filesystem, left to others
     advertise: str = ""  # address clients use; defaults to ``listen``
     node_id: str = ""
     # The block stream's HOST:PORT (port 0: any free port on the host of
@@ -43,7 +44,12 @@ class CacheNodeServer:
         info = fetch_cluster_info(config.metadata)
         self.store = open_store(info.bucket_url, info.endpoint_url or None)
         disk = (
-            DiskTier(config.cache_dir, config.disk, bypass_page_cache=True)
+            DiskTier(
+                config.cache_dir,
+                config.disk,
+                config.free_space_ratio,
+                bypass_page_cache=True,
+            )
             if config.disk > 0
             else None
         )

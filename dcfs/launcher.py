@@ -75,6 +75,8 @@ class LocalCluster:
     children: list[Child] = field(default_factory=list)
     metadata_address: str = ""
     metadata_args: list[str] = field(default_factory=list)
+    # Flags every cache node and mount gets, before its own (which win).
+    cache_args: tuple[str, ...] = ()
 
     def _spawn(self, name: str, args: Sequence[str], mountpoint: Path | None = None) -> Child:
         log_file: IO[bytes] | None = None
@@ -156,7 +158,7 @@ class LocalCluster:
         address = address or f"{self.host}:{rpc.free_port(self.host)}"
         args = ["cachenode", "--metadata", self.metadata_address, "--listen", address]
         args += ["--cache-dir", str(self.state_dir / f"node{index}"), "--memory", memory]
-        args += ["--disk", disk]
+        args += ["--disk", disk, *self.cache_args]
         child = self._spawn(f"cachenode{index}", [*args, *extra])
         child.address = address
         self._wait(child, lambda: address in self.member_addresses(), timeout_s, "joining")
@@ -175,7 +177,7 @@ class LocalCluster:
         if os.path.ismount(mountpoint):
             raise LaunchError(f"{mountpoint} is already a mount point")
         args = ["mount", self.metadata_address, str(mountpoint), "--foreground"]
-        args += ["--cache-dir", str(self.state_dir / name)]
+        args += ["--cache-dir", str(self.state_dir / name), *self.cache_args]
         child = self._spawn(name, [*args, *extra], mountpoint=mountpoint)
         self._wait(child, lambda: os.path.ismount(mountpoint), timeout_s, "mounting")
         return child

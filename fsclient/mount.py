@@ -39,6 +39,7 @@ class MountConfig:
     memory: int
     disk: int
     prefetch: int
+    free_space_ratio: float = 0.1  # of the disk tier's filesystem, left to others
     attr_timeout_s: float = 30.0
     peer_timeout_s: float = 10.0
     hedge_after_s: float = 1.0
@@ -67,7 +68,11 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     info = fetch_cluster_info(config.metadata)
     store = open_store(info.bucket_url, info.endpoint_url or None)
     metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(config.metadata))
-    disk = DiskTier(config.cache_dir, config.disk) if config.disk > 0 else None
+    disk = (
+        DiskTier(config.cache_dir, config.disk, config.free_space_ratio)
+        if config.disk > 0
+        else None
+    )
     cache = BlockCache(MemoryTier(config.memory), disk)
     router = PeerRouter(
         metadata,

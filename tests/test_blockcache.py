@@ -420,7 +420,9 @@ def big(index: int) -> BlockRef:
 
 
 @pytest.mark.parametrize("node", [False, True], ids=["client", "node-direct"])
-def test_reserve_kept_on_small_filesystem(tmp_path: Path, node: bool) -> None:
+def test_reserve_kept_on_small_filesystem(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, node: bool
+) -> None:
     with tmpfs(tmp_path / "fs") as fs:
         tier = DiskTier(fs / "c", capacity=1 << 30, reserve_fraction=0.25, bypass_page_cache=node)
         # tmpfs takes O_DIRECT since Linux 6.6: then the node's tier writes direct
@@ -436,8 +438,15 @@ def test_reserve_kept_on_small_filesystem(tmp_path: Path, node: bool) -> None:
         free, total = free_bytes(fs)
         (fs / "filler").write_bytes(b"\0" * (free - total // 4))
         tier = DiskTier(fs / "c", capacity=1 << 30, reserve_fraction=0.25, bypass_page_cache=node)
-        tier.put(big(0), payload(big(0)))  # would eat into the reserve: skipped
+        caplog.set_level(logging.INFO, "dcfs.disk")
+        for i in range(2):
+            tier.put(big(i), payload(big(i)))  # would eat into the reserve: skipped
         assert tier.stats().blocks == 0 and block_files(fs / "c") == []
+        told = [r.getMessage() for r in caplog.records if "must leave free" in r.getMessage()]
+        assert len(told) == 1 and "--free-space-ratio 0.25" in told[0], told  # once, not per block
+        (fs / "filler").unlink()
+        tier.put(big(0), payload(big(0)))
+        assert tier.stats().blocks == 1 and "room on its filesystem again" in caplog.text
         tier.close()
 
 

@@ -242,7 +242,7 @@ def test_reads_succeed_when_the_disk_tier_fills_a_small_filesystem(
         tmpfs(tmp_path / "node0" / "blocks", "size=3m") as node_fs,
         tmpfs(tmp_path / "mount" / "blocks", "size=64m,nr_inodes=8"),
     ):
-        node = cluster.start_node("4MiB", "1GiB")
+        node = cluster.start_node("4MiB", "1GiB", "--free-space-ratio", "10%")
         with mounted(cluster, tmp_path / "mnt", *CACHE) as mnt:
             read_all(mnt, bucket, "big/")
             read_all(mnt, bucket, "one/")

@@ -66,6 +66,9 @@ def test_bad_size_and_address_flags(tmp_path: Path) -> None:
     )
     assert_clean_error(dcfs("cachenode", "--metadata", "nohostport"), "HOST:PORT")
     assert_clean_error(dcfs("up", str(tmp_path), "--nodes", "-1"), "--nodes")
+    for ratio, message in [("1", "below 1"), ("-5%", "at least 0"), ("lots", "not a fraction")]:
+        result = dcfs("mount", "127.0.0.1:1", str(tmp_path), f"--free-space-ratio={ratio}")
+        assert_clean_error(result, message)
 
 
 def test_port_in_use(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from dcfs.blockcache.stats import TierStats
 from dcfs.blocks import BlockRef
 from dcfs.checksum import crc32c
 from dcfs.errors import ConfigError, CorruptBlock
+from dcfs.sizes import format_size
 
 __all__ = ["DEGRADED", "NORMAL", "OFF", "DiskTier"]
 
@@ -102,6 +103,7 @@ class DiskTier:
         self._save_lock = threading.Lock()
         self._saved_at = time.monotonic()
         self._closed = False
+        self._reserve_starved = False  # the last write found the filesystem below its reserve
 
         self._blocks = str(self.directory / "blocks")
         self._index_path = self.directory / "index"
@@ -290,14 +292,31 @@ class DiskTier:
             self._make_dirs()
             st = os.statvfs(self._blocks)
         floor = int(self._reserve * st.f_blocks * st.f_frsize)
-        short = floor + size - st.f_bavail * st.f_frsize
+        free = st.f_bavail * st.f_frsize
+        short = floor + size - free
         with self._lock:
             limit = min(self._capacity - size, self._used - max(short, 0))
-            if limit < 0:
-                return False
-            self._evict_locked(limit)
-            self._used += size
-        return True
+            if limit >= 0:
+                self._evict_locked(limit)
+                self._used += size
+        self._note_reserve(limit < 0, free, floor)
+        return limit >= 0
+
+    def _note_reserve(self, starved: bool, free: int, floor: int) -> None:
+        """Say once per episode that the filesystem's free-space reserve
+        keeps blocks off this disk: a silent cache that stores nothing
+        looks like a bug."""
+        if starved == self._reserve_starved:
+            return
+        self._reserve_starved = starved
+        if starved:
+            log.warning(
+                "disk cache %s: its filesystem has %s free, less than the %s it must leave "
+                "free (--free-space-ratio %g); blocks are not stored on disk until there is room",
+                self.directory, format_size(free), format_size(floor), self._reserve,
+            )  # fmt: skip
+        else:
+            log.info("disk cache %s: room on its filesystem again", self.directory)
 
     def _write(self, block_id: str, size: int, header: bytes, data: bytes) -> None:
         """Write into the reserved room; give it back if the write fails."""

@@ -35,6 +35,29 @@ def add_metadata_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def fraction_arg(text: str) -> float:
+    """A fraction below 1: ``0.1`` or ``10%``."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (100%): {text!r}")
+    return value
+
+
+def add_free_space_arg(parser: argparse.ArgumentParser) -> None:
+    """``--free-space-ratio``, as every command with a disk tier takes it."""
+    parser.add_argument(
+        "--free-space-ratio",
+        type=fraction_arg,
+        default=0.1,
+        metavar="FRACTION",
+        help="part of the disk tier's filesystem left free for everyone else (0.1 or 10%%): "
+        "the tier evicts its own blocks to keep it, and stores none while others fill it",
+    )
+
+
 def seconds_arg(text: str) -> float:
     value = interval_arg(text)
     if value == 0:

@@ -14,6 +14,7 @@ from dcfs.blocks import DEFAULT_BLOCK_SIZE
 from dcfs.cli.common import (
     Subparsers,
     add_command,
+    add_free_space_arg,
     add_metadata_arg,
     address_arg,
     interval_arg,
@@ -100,6 +101,7 @@ def register(commands: Subparsers) -> None:
     )
     p.add_argument("--memory", type=size_arg, default="1GiB", help="memory tier size")
     p.add_argument("--disk", type=size_arg, default="10GiB", help="disk tier size (0: none)")
+    add_free_space_arg(p)
     p.add_argument(
         "--pretouch",
         action=argparse.BooleanOptionalAction,
@@ -118,6 +120,7 @@ def register(commands: Subparsers) -> None:
     )
     p.add_argument("--memory", type=size_arg, default="1GiB", help="client memory tier size")
     p.add_argument("--disk", type=size_arg, default="10GiB", help="client disk tier (0: none)")
+    add_free_space_arg(p)
     p.add_argument(
         "--pretouch",
         action="store_true",
@@ -214,6 +217,7 @@ def run_cachenode(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         memory=args.memory,
         disk=args.disk,
+        free_space_ratio=args.free_space_ratio,
         advertise=args.advertise or "",
         block_listen=_block_listen(args.block_listen),
         pretouch=args.pretouch,
@@ -239,6 +243,7 @@ def run_mount_command(args: argparse.Namespace) -> int:
         cache_dir=cache_dir,
         memory=args.memory,
         disk=args.disk,
+        free_space_ratio=args.free_space_ratio,
         prefetch=args.prefetch,
         attr_timeout_s=args.attr_timeout,
         peer_timeout_s=args.peer_timeout,
