@@ -39,6 +39,7 @@ class CacheNodeConfig:
 class CacheNodeServer:
     def __init__(self, config: CacheNodeConfig) -> None:
         self.config = config
+        heap.reuse_freed_memory()
         if config.pretouch:  # first: before any thread picks a malloc arena
             heap.pretouch(config.memory)
         info = fetch_cluster_info(config.metadata)

@@ -63,6 +63,7 @@ def check_mountpoint(path: Path) -> None:
 def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     """Mount and serve until unmounted; ``on_ready`` runs once reads work."""
     check_mountpoint(config.mountpoint)
+    heap.reuse_freed_memory()
     if config.pretouch:  # first: before any thread picks a malloc arena
         heap.pretouch(config.memory)
     info = fetch_cluster_info(config.metadata)
@@ -79,6 +80,7 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
         store,
         peer_timeout_s=config.peer_timeout_s,
         hedge_after_s=config.hedge_after_s,
+        block_size=info.block_size,
     )
     reader = BlockReader(cache, router, info.block_size, config.prefetch)
     namespace = NamespaceClient(metadata, config.attr_timeout_s)
@@ -92,7 +94,7 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
         kernel=kernel,
     )
     follower = ChangeFollower(metadata, namespace.attrs, kernel, info.generation)
-    router.start()
+    router.start(wait_for_streams=config.pretouch)
     stats_file = StatsFile(
         config.cache_dir / "stats.json",
         lambda: {**cache.report(), "fetches": _fetches(router)},

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import grpc
@@ -35,6 +35,10 @@ from protos import dcfs_pb2, dcfs_pb2_grpc
 
 log = logging.getLogger("dcfs.client")
 T = TypeVar("T")
+# Block stream connections opened to a node before the first read: about
+# the prefetcher's parallel fetches (fsclient.reader).
+STREAMS_AHEAD = 8
+STREAMS_AHEAD_WAIT_S = 5.0  # the longest a mount waits for them at start
 
 # Starts one RPC on a node; parses its finished future (raises DcfsError).
 Start = Callable[["NodeClient"], "grpc.Future[Any]"]
@@ -100,6 +104,10 @@ class Peers:
             self._ring = Ring(nodes)
             self._epoch = reply.epoch
         log.info("cluster members: %s", ", ".join(n.address for n in nodes) or "none")
+        self._members_changed(nodes)
+
+    def _members_changed(self, nodes: list[Node]) -> None:
+        """Called after each new member list."""
 
     def _follow(self) -> None:
         while not self._stop.wait(self._members_interval_s):
@@ -213,13 +221,45 @@ class PeerRouter(Peers):
         hedge_after_s: float | None = 1.0,
         members_interval_s: float = 2.0,
         down_s: float = 10.0,
+        block_size: int = 0,
     ) -> None:
         super().__init__(metadata, members_interval_s=members_interval_s, down_s=down_s)
         self.store = store
+        self._block_size = block_size
+        self._prepared: set[tuple[str, str]] = set()  # (address, block address)
+        self._preparing: list[Future[None]] = []
         self._peer_timeout_s = peer_timeout_s
         self._hedge_after_s = hedge_after_s
         self.peer_fetches = 0
         self.bucket_fetches = 0
+
+    def _members_changed(self, nodes: list[Node]) -> None:
+        """Open connections to each new node before the reads need them:
+        STREAMS_AHEAD of them on a node that takes slots (on this machine),
+        one otherwise. In the background: a node that is down costs no wait."""
+        if self._block_size <= 0:
+            return
+        for node in nodes:
+            key = (node.address, node.block_address)
+            if node.block_address and key not in self._prepared:
+                self._prepared.add(key)
+                self._preparing.append(
+                    self._stream_pool.submit(
+                        self._client(node).prepare_stream,
+                        self._block_size,
+                        STREAMS_AHEAD,
+                        self._peer_timeout_s,
+                    )
+                )
+
+    def start(self, *, wait_for_streams: bool = False) -> None:
+        """Follow the member list; with ``wait_for_streams``, return once the
+        first nodes' connections are open (or STREAMS_AHEAD_WAIT_S passed), as
+        a mount that pre-touches its memory wants: reads then pay for none."""
+        super().start()
+        if wait_for_streams:
+            wait(self._preparing, timeout=min(self._peer_timeout_s, STREAMS_AHEAD_WAIT_S))
+        self._preparing = []
 
     def fetch(self, ref: BlockRef) -> bytes:
         """The block's bytes from the first source that answers correctly.
@@ -273,6 +313,12 @@ class NodeClient:
             request_serializer=dcfs_pb2.ReadBlockRequest.SerializeToString,
             response_deserializer=None,
         )
+
+    def prepare_stream(self, block_size: int, count: int, timeout_s: float) -> None:
+        """Open block stream connections ahead of the reads (see
+        :meth:`BlockStreamClient.prepare`)."""
+        if self._stream is not None:
+            self._stream.prepare(block_size, count, timeout_s)
 
     def read_block_future(self, request: dcfs_pb2.ReadBlockRequest, timeout_s: float) -> Any:
         if self._stream is not None:

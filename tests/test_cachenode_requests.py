@@ -4,6 +4,9 @@ status code, and keeps serving correct blocks afterwards."""
 import errno
 import os
 import socket
+import socketserver
+import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import grpc
 import pytest
 from clusters import running_cluster
 
-from dcfs import rpc, wire
+from dcfs import blockslot, rpc, wire
 from dcfs.blocks import BlockRef
 from dcfs.blockstream import BlockStreamClient
 from dcfs.checksum import crc32c
@@ -140,6 +143,7 @@ def test_the_block_stream_serves_blocks_and_survives_garbage(
         data, crc, _source = client.read_block(request, timeout_s=10)
         assert bytes(data) == (bucket / "data.bin").read_bytes()[MiB : 2 * MiB]
         assert crc32c(data) == crc
+    assert client.slot_replies == 3  # a node on this machine: through a slot
     stale = dcfs_pb2.ReadBlockRequest(
         block=dcfs_pb2.BlockRef(
             key="data.bin", etag="old", object_size=version.size, index=0, block_size=MiB
@@ -179,3 +183,76 @@ def test_a_part_of_a_block_costs_only_its_bytes(node: tuple[LocalCluster, str, P
     assert part(1000, 4096)[1] == "bucket"  # not kept
     _call(address, _request("data.bin", version.etag, version.size, 2))  # the whole block
     assert part(77, 100) == (content[2 * MiB + 77 : 2 * MiB + 177], "memory")
+
+
+def test_block_slots_carry_what_fits_and_the_socket_the_rest(
+    node: tuple[LocalCluster, str, Path],
+) -> None:
+    cluster, address, bucket = node
+    content = (bucket / "data.bin").read_bytes()
+    version = open_store(f"file://{bucket}").head("data.bin").version
+    whole = dcfs_pb2.ReadBlockRequest(block=wire.block_to_proto(BlockRef(version, 0, MiB)))
+    part = dcfs_pb2.ReadBlockRequest(block=whole.block, offset=1000, length=4096)
+
+    client = BlockStreamClient(_block_address(cluster, address))
+    assert client.prepare(block_size=64 * 1024, count=1, timeout_s=10) == 1  # a small slot
+    data, crc, _ = client.read_block(whole, timeout_s=10)  # does not fit: over the socket
+    assert bytes(data) == content[:MiB] and crc32c(data) == crc and client.slot_replies == 0
+    data, crc, _ = client.read_block(part, timeout_s=10)  # fits
+    assert bytes(data) == content[1000:5096] and crc32c(data) == crc and client.slot_replies == 1
+    client.close()
+
+    # A slot the node cannot verify is declined, and the connection serves on.
+    host, port = rpc.parse_address(_block_address(cluster, address))
+    slot = blockslot.Slot(MiB)
+    forged = os.urandom(blockslot.TOKEN_SIZE) + slot.offer()[blockslot.TOKEN_SIZE :]
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"DCS1" + struct.pack("<I", len(forged)) + forged)
+        assert sock.recv(1) == b"\x00"
+        body = whole.SerializeToString()
+        sock.sendall(b"DCB1" + struct.pack("<I", len(body)) + body)
+        assert sock.recv(1) == b"\x00"  # OK, with the bytes on the socket
+    slot.close()
+
+
+class _NodeBeforeSlots(socketserver.ThreadingTCPServer):
+    """A block stream server as nodes were before slots: any frame but a
+    block request closes the connection."""
+
+    daemon_threads = True
+
+    def __init__(self, block: bytes) -> None:
+        self.block = block
+        super().__init__(("127.0.0.1", 0), _OldConnection)
+
+
+class _OldConnection(socketserver.BaseRequestHandler):
+    server: _NodeBeforeSlots
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        while (head := sock.recv(8, socket.MSG_WAITALL)) and head[:4] == b"DCB1":
+            sock.recv(struct.unpack("<I", head[4:])[0], socket.MSG_WAITALL)
+            data = self.server.block
+            sock.sendall(struct.pack("<BIB", 0, crc32c(data), 3) + b"old")
+            sock.sendall(struct.pack("<Q", len(data)) + data)
+
+
+def test_a_node_from_before_slots_is_read_without_one() -> None:
+    block = os.urandom(MiB)
+    server = _NodeBeforeSlots(block)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = BlockStreamClient(f"127.0.0.1:{server.server_address[1]}")
+        ref = dcfs_pb2.BlockRef(key="k", etag="e", object_size=MiB, index=0, block_size=MiB)
+        for _ in range(2):
+            data, crc, source = client.read_block(
+                dcfs_pb2.ReadBlockRequest(block=ref), timeout_s=10
+            )
+            assert (bytes(data), crc, source) == (block, crc32c(block), "old")
+        assert not client.offers_slots and client.slot_replies == 0
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
