@@ -1,57 +1,44 @@
 """The node's block service: its two tiers in front of the bucket."""
 
 import threading
-from collections import OrderedDict
 
 from dcfs.blockcache import BlockCache
 from dcfs.blocks import BlockRef
-from dcfs.checksum import crc32c
+from dcfs.checksum import BlockChecksums
 from dcfs.objstore import ObjectStore
-
-# About 100 bytes each: a few MiB to remember the sums of far more blocks
-# than the tiers hold.
-MAX_REMEMBERED_CHECKSUMS = 65536
 
 
 class BlockService:
     """Answers block reads from the cache, fetching a miss from the bucket.
 
     The cache's singleflight makes concurrent requests for one missing block,
-    from any number of clients, cost one ranged GET.
+    from any number of clients, cost one ranged GET. ``checksums`` are the
+    ones the cache's disk tier writes into its headers, so a block fetched
+    is summed once for both.
     """
 
-    def __init__(self, cache: BlockCache, store: ObjectStore, block_size: int) -> None:
+    def __init__(
+        self,
+        cache: BlockCache,
+        store: ObjectStore,
+        block_size: int,
+        checksums: BlockChecksums | None = None,
+    ) -> None:
         self.cache = cache
         self.store = store
         self.block_size = block_size
+        self.checksums = checksums or BlockChecksums()
         self._lock = threading.Lock()
         self.bucket_fetches = 0
         self.bucket_bytes = 0
-        self._crcs: OrderedDict[str, int] = OrderedDict()
 
     def read_block(self, ref: BlockRef) -> tuple[bytes, str]:
         data, source = self.cache.get(ref, self._fetch)
         return data, "bucket" if source == "fetch" else source
 
     def checksum(self, ref: BlockRef, data: bytes) -> int:
-        """The block's CRC-32C for a reply, computed once per block id.
-
-        A block never changes under its id, so a hot block is not summed again
-        for every reader; and bytes that rotted in memory since no longer
-        match the sum the reader checks.
-        """
-        block_id = ref.block_id
-        with self._lock:
-            crc = self._crcs.get(block_id)
-            if crc is not None:
-                self._crcs.move_to_end(block_id)
-                return crc
-        crc = crc32c(data)
-        with self._lock:
-            self._crcs[block_id] = crc
-            while len(self._crcs) > MAX_REMEMBERED_CHECKSUMS:
-                self._crcs.popitem(last=False)
-        return crc
+        """The block's CRC-32C for a reply (see :class:`BlockChecksums`)."""
+        return self.checksums.of(ref, data)
 
     def read_part(self, ref: BlockRef, offset: int, length: int) -> tuple[bytes, str]:
         """Bytes ``[offset, offset + length)`` of the block: a slice of it if
@@ -77,7 +64,7 @@ class BlockService:
             return "memory"
         data, source = self.read_block(ref)
         if disk is not None:
-            disk.put(ref, data)
+            disk.put(ref, data, self.checksum(ref, data))
         return source
 
     def _fetch(self, ref: BlockRef) -> bytes:

@@ -13,6 +13,7 @@ from cachenode.service import CacheNodeServicer, add_to_server
 from dcfs import heap, rpc
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier
 from dcfs.blockstream import BlockStreamServer
+from dcfs.checksum import BlockChecksums
 from dcfs.cluster import fetch_cluster_info
 from dcfs.objstore import open_store
 from protos import dcfs_pb2, dcfs_pb2_grpc
@@ -54,8 +55,9 @@ class CacheNodeServer:
             if config.disk > 0
             else None
         )
-        cache = BlockCache(MemoryTier(config.memory), disk)
-        self.blocks = BlockService(cache, self.store, info.block_size)
+        checksums = BlockChecksums()
+        cache = BlockCache(MemoryTier(config.memory), disk, checksum=checksums.of)
+        self.blocks = BlockService(cache, self.store, info.block_size, checksums)
         self.node_id = config.node_id or _stable_node_id(config.cache_dir)
         self.server = rpc.make_server()
         servicer = CacheNodeServicer(self.node_id, self.blocks)

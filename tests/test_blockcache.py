@@ -29,6 +29,7 @@ from smallfs import tmpfs
 from dcfs.blockcache import BlockCache, DiskTier, MemoryTier, directio
 from dcfs.blockcache.policy import LruPolicy
 from dcfs.blocks import BlockRef, ObjectVersion
+from dcfs.checksum import BlockChecksums, crc32c
 from dcfs.errors import ConfigError, CorruptBlock
 
 
@@ -226,6 +227,27 @@ def test_sources_and_contains(tmp_path: Path) -> None:
     cache.close()
 
 
+def test_a_known_checksum_is_summed_once_for_reply_and_disk(tmp_path: Path) -> None:
+    """A cache node sums each block once: its replies and its disk headers
+    share :class:`BlockChecksums`, and the header holds that sum."""
+    sums = BlockChecksums()
+    summed: list[str] = []
+
+    def checksum(r: BlockRef, data: bytes) -> int:
+        summed.append(r.block_id)
+        return sums.of(r, data)
+
+    cache = BlockCache(MemoryTier(BS), DiskTier(tmp_path / "c", 1 << 20), checksum=checksum)
+    data, _ = cache.get(ref(0), Fetcher())
+    assert sums.of(ref(0), data) == crc32c(data)  # the reply's sum, first
+    cache.flush()
+    assert summed == [ref(0).block_id]
+    assert sums.of(ref(0), b"other bytes") == crc32c(data)  # remembered, not summed again
+    cache.get(ref(1), Fetcher())  # pushes block 0 out of memory
+    assert cache.get(ref(0), Fetcher()) == (payload(ref(0)), "disk")  # the header checks out
+    cache.close()
+
+
 def test_singleflight_one_fetch_for_concurrent_readers(tmp_path: Path) -> None:
     fetch = Fetcher(delay=0.2)
     cache = BlockCache(MemoryTier(64 * BS), DiskTier(tmp_path / "c", 1 << 20))
@@ -295,10 +317,10 @@ class StuckDisk(DiskTier):
     release = threading.Event()
     waited_out = False
 
-    def put(self, ref: BlockRef, data: bytes) -> None:
+    def put(self, ref: BlockRef, data: bytes, crc: int | None = None) -> None:
         if not self.release.wait(10):
             StuckDisk.waited_out = True
-        super().put(ref, data)
+        super().put(ref, data, crc)
 
 
 def test_full_write_queue_drops_instead_of_waiting(tmp_path: Path) -> None:
@@ -318,9 +340,9 @@ class HeldDisk(DiskTier):
 
     release = threading.Event()
 
-    def put(self, ref: BlockRef, data: bytes) -> None:
+    def put(self, ref: BlockRef, data: bytes, crc: int | None = None) -> None:
         self.release.wait(10)
-        super().put(ref, data)
+        super().put(ref, data, crc)
 
 
 def test_a_block_waiting_for_its_disk_write_is_not_fetched_again(tmp_path: Path) -> None:

@@ -47,12 +47,13 @@ def header_length(ref: BlockRef) -> int:
     return _FIXED.size + len(key) + len(etag) + _CRC.size
 
 
-def encode_header(ref: BlockRef, data: bytes) -> bytes:
+def encode_header(ref: BlockRef, data: bytes, crc: int | None = None) -> bytes:
+    """The header of ``ref``'s file; ``crc``: the data's CRC-32C, if known."""
     key, etag = _identity(ref)
     v = ref.version
     fixed = _FIXED.pack(
         MAGIC, HEADER_VERSION, 0, len(key), len(etag), v.size, ref.index, ref.block_size,
-        len(data), crc32c(data),
+        len(data), crc32c(data) if crc is None else crc,
     )  # fmt: skip
     head = fixed + key + etag
     return head + _CRC.pack(crc32c(head))

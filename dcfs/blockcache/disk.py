@@ -260,8 +260,9 @@ class DiskTier:
                 with suppress(FileNotFoundError):
                     os.unlink(bad_file)
 
-    def put(self, ref: BlockRef, data: bytes) -> None:
-        """Store a block; skipped when it cannot fit or the disk is failing."""
+    def put(self, ref: BlockRef, data: bytes, crc: int | None = None) -> None:
+        """Store a block; skipped when it cannot fit or the disk is failing.
+        ``crc``: the data's CRC-32C, when the caller has it already."""
         if len(data) != ref.length:
             raise ValueError(f"block {ref.block_id} is {ref.length} bytes, got {len(data)}")
         block_id = ref.block_id
@@ -276,7 +277,7 @@ class DiskTier:
             return
         try:
             if self._reserve_room(size):
-                self._write(block_id, size, encode_header(ref, data), data)
+                self._write(block_id, size, encode_header(ref, data, crc), data)
         except OSError as exc:
             self._health.fault(exc)
         else:

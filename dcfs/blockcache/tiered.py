@@ -28,6 +28,7 @@ from dcfs.singleflight import SingleFlight
 log = logging.getLogger("dcfs.blockcache")
 
 Fetch = Callable[[BlockRef], bytes]
+Checksum = Callable[[BlockRef, bytes], int]
 _INDEX_CHECK_S = 1.0
 
 
@@ -35,9 +36,18 @@ class BlockCache:
     """Shared by the FUSE client (fetch = peers, then bucket) and the cache
     nodes (fetch = bucket). Thread-safe; call it from worker threads."""
 
-    def __init__(self, memory: MemoryTier, disk: DiskTier | None, write_queue: int = 64) -> None:
+    def __init__(
+        self,
+        memory: MemoryTier,
+        disk: DiskTier | None,
+        write_queue: int = 64,
+        checksum: Checksum | None = None,
+    ) -> None:
+        """``checksum``: a block's CRC-32C for its disk file, where the owner
+        computes (and remembers) it anyway (a cache node, for its replies)."""
         self.memory = memory
         self.disk = disk
+        self._checksum = checksum
         self._flight: SingleFlight[tuple[bytes, str]] = SingleFlight()
         self._queue: queue.Queue[tuple[BlockRef, bytes] | None] = queue.Queue(write_queue)
         # Blocks in the queue, by id: one evicted from memory before its write
@@ -150,7 +160,8 @@ class BlockCache:
             try:
                 if item is None:
                     return
-                disk.put(*item)
+                ref, data = item
+                disk.put(ref, data, self._checksum(ref, data) if self._checksum else None)
                 disk.save_index(if_due=True)
             except Exception:  # a bug must not kill the writer; disk faults never get here
                 log.exception("disk cache write failed")
