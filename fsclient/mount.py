@@ -142,7 +142,11 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
 
 
 def _fetches(router: PeerRouter) -> dict[str, int]:
-    return {"cache_nodes": router.peer_fetches, "bucket": router.bucket_fetches}
+    return {
+        "cache_nodes": router.peer_fetches,
+        "bucket": router.bucket_fetches,
+        "through_slots": router.slot_replies,  # of the cache nodes' (dcfs.blockslot)
+    }
 
 
 async def _serve(

@@ -84,6 +84,9 @@ class Peers:
     def stop(self) -> None:
         self._stop.set()
         self._stream_pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
         if self.hedged_requests:
             log.info(
                 "%d block requests were hedged to the next owner or the bucket",
@@ -184,10 +187,18 @@ class Peers:
             for future in pending.values():
                 future.cancel()
 
+    @property
+    def slot_replies(self) -> int:
+        """Blocks that came from nodes through shared-memory slots."""
+        with self._lock:
+            return sum(client.slot_replies for client in self._clients.values())
+
     def _client(self, node: Node) -> "NodeClient":
         with self._lock:
             client = self._clients.get(node.address)
             if client is None or client.block_address != node.block_address:
+                if client is not None:
+                    client.close()  # a restarted node: its old connections and slots go
                 client = self._clients[node.address] = NodeClient(node, self._stream_pool)
             return client
 
@@ -319,6 +330,15 @@ class NodeClient:
         :meth:`BlockStreamClient.prepare`)."""
         if self._stream is not None:
             self._stream.prepare(block_size, count, timeout_s)
+
+    @property
+    def slot_replies(self) -> int:
+        return self._stream.slot_replies if self._stream is not None else 0
+
+    def close(self) -> None:
+        """Close the idle block stream connections (calls in flight finish)."""
+        if self._stream is not None:
+            self._stream.close()
 
     def read_block_future(self, request: dcfs_pb2.ReadBlockRequest, timeout_s: float) -> Any:
         if self._stream is not None:
