@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from compare import SEQ1, cold_cluster, s3_parallel_get, seq  # noqa: E402
+from compare import COLD, cold_cluster, s3_parallel_get, seq  # noqa: E402
 
 MiB = 1024 * 1024
 SIZE = 1024 * MiB
@@ -43,7 +43,7 @@ def main() -> None:
         pids = {child.name: child.process.pid for child in cold.cluster.children}
         pids["seaweedfs"] = weed
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        result = seq(SEQ1, cold.path, SIZE)
+        result = seq(COLD, cold.path, SIZE)
         spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
         print(f"cold read through dcfs: {result.mib_s:.0f} MiB/s")
         for name, seconds in spent.items():

@@ -4,10 +4,13 @@ addresses, singleflight, the placement ring and the prefetch window."""
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from dcfs import rpc, wire
+from dcfs.bench import pyreader
+from dcfs.bench.jobs import JobSpec
 from dcfs.blocks import BlockRef, ObjectVersion, block_count, blocks_for_range
 from dcfs.checksum import crc32c
 from dcfs.errors import ConfigError, CorruptBlock, InvalidRequest
@@ -212,3 +215,16 @@ def test_block_reply_encoding_matches_protobuf(size: int) -> None:
 def test_malformed_block_replies_are_corrupt_blocks(message: bytes) -> None:
     with pytest.raises(CorruptBlock):
         wire.decode_block_reply(message)
+
+
+def test_the_python_reader_repeats_a_pass_until_min_s(tmp_path: Path) -> None:
+    """Warm and re-read jobs time at least ``min_s`` of reading; a cold job
+    reads its slices exactly once (a second pass would no longer be cold)."""
+    data = tmp_path / "f"
+    data.write_bytes(b"x" * (4 * 1024 * 1024))
+    once = pyreader.sequential(JobSpec("cold", "seq", "cold", direct=False), data, 4 << 20)
+    assert once.bytes == 4 << 20 and once.ops == 4
+    timed = JobSpec("warm", "seq", "warm", direct=False, jobs=2, min_s=0.2)
+    repeated = pyreader.sequential(timed, data, 4 << 20)
+    assert repeated.seconds >= 0.2 and repeated.bytes % (2 << 20) == 0
+    assert repeated.bytes > 4 << 20

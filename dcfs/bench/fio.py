@@ -25,7 +25,8 @@ def run(spec: JobSpec, path: Path, size: int) -> JobResult:
         **os.environ,
         "DCFS_FILE": str(path),
         "DCFS_DIRECT": "1" if spec.direct else "0",
-        "DCFS_RUNTIME": f"{int(spec.max_s)}s",
+        "DCFS_RUNTIME": f"{spec.min_s or spec.max_s:g}s",
+        "DCFS_TIME_BASED": "1" if spec.min_s else "0",
         "DCFS_BS": str(spec.block_size),
     }
     if spec.kind == "seq":
@@ -39,7 +40,7 @@ def run(spec: JobSpec, path: Path, size: int) -> JobResult:
         capture_output=True,
         text=True,
         env=env,
-        timeout=spec.max_s + 60,
+        timeout=max(spec.max_s, spec.min_s) + 60,
         check=False,
     )
     if proc.returncode != 0:
