@@ -166,6 +166,7 @@ class BlockStreamClient:
         self._host, self._port = parse_address(address)
         self._idle: queue.LifoQueue[_Link] = queue.LifoQueue(pool_size)
         self._offer_slots = offer_slots
+        self._count_lock = threading.Lock()
         self.slot_replies = 0  # blocks that came through a slot
 
     @property
@@ -282,8 +283,10 @@ class BlockStreamClient:
         if status == IN_SLOT:
             if link.slot is None or length > link.slot.size:
                 raise PeerError(f"{self.address}: a reply in a slot it does not have")
-            self.slot_replies += 1
-            return link.slot.take(length), crc, source
+            data = link.slot.take(length)
+            with self._count_lock:
+                self.slot_replies += 1
+            return data, crc, source
         if length > MAX_BLOCK:
             raise PeerError(f"{self.address}: a {length}-byte block is too large")
         return _recv_exact(sock, length), crc, source
