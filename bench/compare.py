@@ -158,29 +158,40 @@ class ColdCluster:
 
 
 @contextlib.contextmanager
+def seaweed_object(size: int, bucket: str, prefix: str) -> Iterator[tuple[SeaweedServer, Path]]:
+    """A SeaweedFS server holding ``size`` random bytes as
+    s3://``bucket``/big.bin, and a work directory that keeps a copy of them
+    as ``big``; both stop and go at the end."""
+    use_dummy_credentials()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    server = SeaweedServer()
+    try:
+        server.start(work / "seaweed")
+        server.create_bucket(bucket)
+        (work / "big").write_bytes(os.urandom(size))
+        server.client().upload_file(str(work / "big"), bucket, "big.bin")
+        yield server, work
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def cold_cluster(size: int, node_disk: str, *mount_args: str) -> Iterator[ColdCluster]:
     """A SeaweedFS server holding ``size`` random bytes as s3://cold/big.bin
     and a dcfs cluster over it: two cache nodes (2 GiB of memory,
     ``node_disk`` of disk) and a mount (2 GiB of memory, no disk, then
     ``mount_args``). Everything stops and goes at the end."""
-    use_dummy_credentials()
-    work = Path(tempfile.mkdtemp(prefix="dcfs-cold-"))
-    server = SeaweedServer()
-    try:
-        server.start(work / "seaweed")
-        server.create_bucket("cold")
-        (work / "big").write_bytes(os.urandom(size))
-        server.client().upload_file(str(work / "big"), "cold", "big.bin")
-        with LocalCluster(work / "state", log_dir=work / "logs") as cluster:
-            cluster.start_metadata("s3://cold", endpoint_url=server.endpoint_url)
-            nodes = [cluster.start_node("2GiB", node_disk) for _ in range(2)]
-            mnt = work / "mnt"
-            mnt.mkdir()
-            cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0", *mount_args)
-            yield ColdCluster(server, cluster, nodes, mnt / "big.bin")
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    with (
+        seaweed_object(size, "cold", "dcfs-cold-") as (server, work),
+        LocalCluster(work / "state", log_dir=work / "logs") as cluster,
+    ):
+        cluster.start_metadata("s3://cold", endpoint_url=server.endpoint_url)
+        nodes = [cluster.start_node("2GiB", node_disk) for _ in range(2)]
+        mnt = work / "mnt"
+        mnt.mkdir()
+        cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0", *mount_args)
+        yield ColdCluster(server, cluster, nodes, mnt / "big.bin")
 
 
 @contextlib.contextmanager

@@ -9,11 +9,8 @@ more than the baseline does.
 """
 
 import argparse
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,8 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from cold_cpu import cpu_seconds  # noqa: E402
-from compare import use_dummy_credentials  # noqa: E402
-from seaweed import SeaweedServer  # noqa: E402
+from compare import seaweed_object  # noqa: E402
 
 from dcfs.objstore.s3get import PresignedRangeGetter  # noqa: E402
 
@@ -39,17 +35,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    use_dummy_credentials()
-    work = Path(tempfile.mkdtemp(prefix="dcfs-get-cost-"))
-    server = SeaweedServer()
-    try:
-        server.start(work / "seaweed")
-        server.create_bucket("cost")
-        (work / "big").write_bytes(os.urandom(SIZE))
+    with seaweed_object(SIZE, "cost", "dcfs-get-cost-") as (server, _):
         s3 = boto3.client(
             "s3", endpoint_url=server.endpoint_url, config=Config(max_pool_connections=16)
         )
-        s3.upload_file(str(work / "big"), "cost", "big.bin")
         etag = s3.head_object(Bucket="cost", Key="big.bin")["ETag"]
 
         def presign(key: str) -> str:
@@ -87,9 +76,6 @@ def main() -> None:
         for name, seconds in spent.items():
             runs = ", ".join(f"{s:.2f}" for s in seconds)
             print(f"{name:<24} SeaweedFS {statistics.median(seconds):.2f} CPU-s/GiB ({runs})")
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
