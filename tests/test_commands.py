@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from clusters import running_cluster, wait_until
+from clusters import mounted, running_cluster, wait_until
 
 from dcfs.launcher import unmount
 from dcfs.sample import SampleSpec, make_sample
@@ -145,6 +145,54 @@ def test_up_bench_reports_every_job(tmp_path: Path, engine: str, pretouch: bool)
     # The children log to up's stderr: the node and the mount pre-touch, or neither.
     assert result.stderr.count("pre-touched") == (2 if pretouch else 0)
     assert not os.path.ismount(mnt)
+
+
+@pytest.mark.parametrize("engine", ["python", "fio"])
+def test_bench_on_a_mount_with_baseline_and_tier_ratios(tmp_path: Path, engine: str) -> None:
+    """``dcfs bench`` by itself, as a user runs it on a mount of theirs."""
+    bucket = make_sample(
+        tmp_path / "bucket",
+        SampleSpec(large_files=1, large_size=20 << 20, small_files=30, small_size=128 << 10),
+    )
+    report = tmp_path / "report.json"
+    with (
+        running_cluster(tmp_path / "state", f"file://{bucket}", nodes=1) as cluster,
+        mounted(cluster, tmp_path / "mnt") as mnt,
+    ):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dcfs",
+                "bench",
+                str(mnt),
+                "--baseline",
+                str(bucket),
+                "--metadata",
+                cluster.metadata_address,
+                "--client-stats",
+                str(cluster.state_dir / "mount" / "stats.json"),
+                "--engine",
+                engine,
+                "--json",
+                str(report),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"read test over {mnt} (baseline {bucket})" in result.stdout
+    jobs = {j["name"]: j for j in json.loads(report.read_text())["jobs"]}
+    assert set(jobs) >= {"seq-1m cold", "seq-1m warm", "rand-4k warm", "small-files warm"}
+    assert all(
+        j["mib_s"] > 0 and j["baseline"]["mib_s"] > 0 and j["ratio"] > 0 for j in jobs.values()
+    )
+    assert jobs["seq-1m warm"]["engine"] == engine
+    # The first read of the file missed the node's tiers; the warm one hit the client's memory.
+    assert "node memory" in jobs["seq-1m cold"]["tiers"]
+    assert jobs["seq-1m warm"]["tiers"]["client memory"] > 0
 
 
 def test_background_mount_status_and_unmount(tmp_path: Path) -> None:

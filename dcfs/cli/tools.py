@@ -8,7 +8,7 @@ import grpc
 from dcfs import rpc
 from dcfs.bench import report, runner
 from dcfs.bench.tiers import StatsSource, client_counters, cluster_counters, combined
-from dcfs.cli.common import Subparsers, add_command, add_metadata_arg, size_arg
+from dcfs.cli.common import Subparsers, add_command, add_metadata_arg, address_arg, size_arg
 from dcfs.cluster import describe_rpc_error, fetch_cluster_info
 from dcfs.errors import ConfigError, PeerError
 from dcfs.sizes import format_size
@@ -40,8 +40,30 @@ def register(commands: Subparsers) -> None:
     p = add_command(
         commands, "bench", "fio-style read tests against a mount, with a report", run_bench
     )
-    p.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
-    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="the directory to read")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a plain directory with the same files: every job runs there too, and each "
+        "result is printed as a ratio to it",
+    )
+    p.add_argument(
+        "--metadata",
+        type=address_arg,
+        default=None,
+        metavar="HOST:PORT",
+        help="the metadata service: adds the cache nodes' tier hit ratios per job",
+    )
+    p.add_argument(
+        "--client-stats",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the mount's CACHE_DIR/stats.json: adds the client's tier hit ratios per job",
+    )
+    add_bench_flags(p)
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -94,7 +116,9 @@ def run_refresh(args: argparse.Namespace) -> int:
 
 
 def add_bench_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON"
+    )
     parser.add_argument(
         "--engine",
         choices=["auto", "fio", "python"],
@@ -141,5 +165,11 @@ def run_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.mountpoint} is not a directory")
     if args.baseline is not None and not args.baseline.is_dir():
         raise ConfigError(f"--baseline {args.baseline} is not a directory")
+    if args.client_stats is not None and not args.client_stats.is_file():
+        raise ConfigError(
+            f"--client-stats {args.client_stats}: no such file (the mount's CACHE_DIR/stats.json)"
+        )
+    if args.metadata is not None:
+        fetch_cluster_info(args.metadata, timeout=5)  # unreachable: say so before any job
     bench_report(args.mountpoint, args, args.baseline, args.metadata, args.client_stats)
     return 0
