@@ -29,6 +29,8 @@ def register(commands: Subparsers) -> None:
         "run a metadata service, cache nodes and a mount on this machine",
         run_up,
     )
+    # argparse would print nargs="+" as "X [X ...]", as if it took many mounts.
+    p.usage = "%(prog)s [options] [SOURCE_URL] MOUNTPOINT"
     p.add_argument(
         "paths",
         nargs="+",
