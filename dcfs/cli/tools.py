@@ -1,6 +1,7 @@
 """``dcfs status``, ``dcfs refresh`` and ``dcfs bench``."""
 
 import argparse
+import os
 from pathlib import Path
 
 import grpc
@@ -131,6 +132,17 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_json_target(path: Path | None) -> None:
+    """Fail before any job runs if the report could not be written at the end."""
+    if path is None:
+        return
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--json {path}: {parent} is not a directory")
+    if path.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"--json {path}: cannot write a file there")
+
+
 def bench_report(
     root: Path,
     args: argparse.Namespace,
@@ -169,6 +181,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--client-stats {args.client_stats}: no such file (the mount's CACHE_DIR/stats.json)"
         )
+    check_json_target(args.json)
     if args.metadata is not None:
         fetch_cluster_info(args.metadata, timeout=5)  # unreachable: say so before any job
     bench_report(args.mountpoint, args, args.baseline, args.metadata, args.client_stats)

@@ -101,6 +101,8 @@ def run_up(args: argparse.Namespace) -> int:
         open_store(source, args.endpoint_url)  # a bad URL fails here, before any child starts
     if not mountpoint.is_dir():
         raise ConfigError(f"mount point {mountpoint} does not exist or is not a directory")
+    if args.bench:
+        tools.check_json_target(args.json)
     owns_state = args.state_dir is None
     state_dir = Path(tempfile.mkdtemp(prefix="dcfs-up-")) if owns_state else args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
