@@ -195,6 +195,33 @@ def test_bench_on_a_mount_with_baseline_and_tier_ratios(tmp_path: Path, engine: 
     assert jobs["seq-1m warm"]["tiers"]["client memory"] > 0
 
 
+def test_bench_names_the_job_a_failed_read_ended(tmp_path: Path) -> None:
+    """An object that changes in the bucket under the mount fails its reads
+    (ESTALE); ``dcfs bench`` reports it in one line, naming the job and file."""
+    bucket = make_sample(
+        tmp_path / "bucket",
+        SampleSpec(large_files=1, large_size=20 << 20, small_files=0, small_size=0),
+    )
+    model = bucket / "models" / "llm-7b" / "model-00001-of-00001.safetensors"
+    with (
+        running_cluster(tmp_path / "state", f"file://{bucket}", nodes=1) as cluster,
+        mounted(cluster, tmp_path / "mnt") as mnt,
+    ):
+        model.write_bytes(os.urandom(20 << 20))  # the namespace still has the old version
+        result = subprocess.run(
+            [sys.executable, "-m", "dcfs", "bench", str(mnt), "--engine", "python"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"seq-1m cold: reading {mnt / model.relative_to(bucket)}: " in result.stderr
+    assert "Stale file handle" in result.stderr or "Input/output error" in result.stderr
+
+
 def test_background_mount_status_and_unmount(tmp_path: Path) -> None:
     bucket = make_sample(
         tmp_path / "bucket",

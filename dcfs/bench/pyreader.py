@@ -6,6 +6,7 @@ import os
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dcfs.bench.jobs import JobResult, JobSpec
@@ -70,16 +71,13 @@ def sequential(spec: JobSpec, path: Path, size: int) -> JobResult:
     deadline = time.perf_counter() + spec.max_s
     slice_size = spec.slice_size(size)
     started = time.perf_counter()
-    threads = [
-        threading.Thread(
-            target=_read_slice, args=(path, i * slice_size, slice_size, spec, deadline, rec)
-        )
-        for i in range(spec.jobs)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(spec.jobs, thread_name_prefix="bench-reader") as pool:
+        readers = [
+            pool.submit(_read_slice, path, i * slice_size, slice_size, spec, deadline, rec)
+            for i in range(spec.jobs)
+        ]
+        for reader in readers:
+            reader.result()  # a reader's OSError is the job's
     return rec.result(spec, time.perf_counter() - started)
 
 

@@ -1,7 +1,8 @@
 """Runs the job list over a mount (and a baseline directory) and reports."""
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from dcfs.bench import fio, pyreader
 from dcfs.bench.data import RootedData, drop_page_cache, find_data, read_through
 from dcfs.bench.jobs import STANDARD_JOBS, JobResult, JobSpec
 from dcfs.bench.tiers import StatsSource, hit_ratios
-from dcfs.errors import ConfigError
+from dcfs.errors import ConfigError, DcfsError
 
 log = logging.getLogger("dcfs.bench")
 
@@ -41,6 +42,17 @@ def _prepare(spec: JobSpec, data: RootedData) -> None:
         drop_page_cache(files)
     elif spec.phase == "re-read":
         read_through(files)
+
+
+@contextlib.contextmanager
+def _failing_reads_named(spec: JobSpec, data: RootedData) -> Iterator[None]:
+    """A read that fails (EIO or ESTALE from a mount, say) ends the run with
+    the job's name, the file and the error, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or (data.large if spec.kind != "small" else "a small file")
+        raise DcfsError(f"{spec.name}: reading {where}: {exc.strerror or exc}") from None
 
 
 def _run_job(spec: JobSpec, data: RootedData, engine: str) -> JobResult:
@@ -75,15 +87,17 @@ def run_jobs(
         if spec.kind == "small" and not dataset.small:
             continue
         engine = _engine(spec, options.engine)
-        _prepare(spec, mounted)
-        before = stats() if stats else {}
-        result = _run_job(spec, mounted, engine)
+        with _failing_reads_named(spec, mounted):
+            _prepare(spec, mounted)
+            before = stats() if stats else {}
+            result = _run_job(spec, mounted, engine)
         if stats:
             result.tiers = hit_ratios(before, stats())
         base = None
         if based is not None:
-            _prepare(spec, based)
-            base = _run_job(spec, based, engine)
+            with _failing_reads_named(spec, based):
+                _prepare(spec, based)
+                base = _run_job(spec, based, engine)
         progress(result, base)
         results.append((result, base))
     return results
