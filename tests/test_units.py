@@ -1,6 +1,8 @@
 """Unit tests of the small shared pieces: sizes, blocks, wire checks,
 addresses, singleflight, the placement ring and the prefetch window."""
 
+import json
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -11,6 +13,7 @@ import pytest
 from dcfs import rpc, wire
 from dcfs.bench import pyreader
 from dcfs.bench.jobs import JobSpec
+from dcfs.bench.tiers import client_counters
 from dcfs.blocks import BlockRef, ObjectVersion, block_count, blocks_for_range
 from dcfs.checksum import crc32c
 from dcfs.errors import ConfigError, CorruptBlock, InvalidRequest
@@ -228,3 +231,18 @@ def test_the_python_reader_repeats_a_pass_until_min_s(tmp_path: Path) -> None:
     repeated = pyreader.sequential(timed, data, 4 << 20)
     assert repeated.seconds >= 0.2 and repeated.bytes % (2 << 20) == 0
     assert repeated.bytes > 4 << 20
+
+
+def test_client_counters_signal_only_a_dcfs_mount(tmp_path: Path) -> None:
+    """A stats file whose PID now belongs to another process (its mount is
+    gone) must not make ``dcfs bench`` send that process SIGUSR1, which would
+    end it."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        stats = tmp_path / "stats.json"
+        stats.write_text(json.dumps({"updated": 1.0, "pid": other.pid, "tiers": []}))
+        assert client_counters(stats)() == {}
+        assert other.poll() is None  # still running: never signalled
+    finally:
+        other.kill()
+        other.wait()

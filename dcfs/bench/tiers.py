@@ -56,7 +56,7 @@ def client_counters(stats_path: Path) -> StatsSource:
     def read() -> Counters:
         previous = load()
         pid = previous.get("pid")
-        if not isinstance(pid, int):
+        if not isinstance(pid, int) or not _is_dcfs_mount(pid):
             return {}
         try:
             os.kill(pid, signal.SIGUSR1)
@@ -73,6 +73,17 @@ def client_counters(stats_path: Path) -> StatsSource:
         return {f"client {t['name']}": (int(t["hits"]), int(t["misses"])) for t in tiers}
 
     return read
+
+
+def _is_dcfs_mount(pid: int) -> bool:
+    """Whether ``pid`` runs ``dcfs mount``: a stats file left by a mount that
+    is gone may name a PID the system has given to another process, which
+    SIGUSR1 would end."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"mount" in args and any(arg.endswith(b"dcfs") for arg in args)
 
 
 def combined(*sources: StatsSource) -> StatsSource:
