@@ -41,6 +41,16 @@ def register(commands: Subparsers) -> None:
     p = add_command(
         commands, "bench", "fio-style read tests against a mount, with a report", run_bench
     )
+    p.epilog = (
+        "Jobs read the largest file under MOUNTPOINT (sequential 1 MiB, 1 and 4 jobs; random "
+        "4 KiB and 128 KiB) and up to 2,000 files of at most 1 MiB (open, read, close). "
+        "cold: the first read of the data, with the kernel's page cache of those files "
+        "dropped; dcfs's own tiers are cold only on a fresh cluster (dcfs up --bench), and "
+        "the tier hit ratios show where the bytes came from. warm: the page cache dropped "
+        "again, so reads reach dcfs's tiers. re-read: buffered reads of data already in the "
+        "page cache. The other large-file jobs use direct I/O; the small-file passes are "
+        "buffered."
+    )
     p.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="the directory to read")
     p.add_argument(
         "--baseline",
