@@ -76,6 +76,13 @@ class CacheNodeServicer:
             bucket_bytes=self.blocks.bucket_bytes,
         )
 
+    def EmptyCache(
+        self, request: dcfs_pb2.EmptyCacheRequest, context: grpc.ServicerContext
+    ) -> dcfs_pb2.EmptyCacheReply:
+        dropped = self.blocks.cache.empty()
+        log.info("emptied the cache on request: %d bytes dropped", dropped)
+        return dcfs_pb2.EmptyCacheReply(bytes_dropped=dropped)
+
 
 def add_to_server(servicer: CacheNodeServicer, server: grpc.Server) -> None:
     """Like the generated ``add_CacheNodeServicer_to_server``, except that
@@ -95,6 +102,11 @@ def add_to_server(servicer: CacheNodeServicer, server: grpc.Server) -> None:
             servicer.WarmBlock,
             request_deserializer=dcfs_pb2.WarmBlockRequest.FromString,
             response_serializer=dcfs_pb2.WarmBlockReply.SerializeToString,
+        ),
+        "EmptyCache": grpc.unary_unary_rpc_method_handler(
+            servicer.EmptyCache,
+            request_deserializer=dcfs_pb2.EmptyCacheRequest.FromString,
+            response_serializer=dcfs_pb2.EmptyCacheReply.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers(

@@ -115,7 +115,7 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     follower.start()
     stats_file.start()
     try:
-        trio.run(_serve, config, on_ready, follower, stats_file)
+        trio.run(_serve, config, on_ready, follower, stats_file, cache)
     finally:
         follower.stop()  # its kernel calls need the session: before close
         pyfuse3.close(unmount=True)
@@ -154,10 +154,11 @@ async def _serve(
     on_ready: Callable[[], None],
     follower: ChangeFollower,
     stats_file: StatsFile,
+    cache: BlockCache,
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, follower)
-        nursery.start_soon(_write_stats_on_signal, stats_file)
+        nursery.start_soon(_answer_user_signals, stats_file, cache)
         nursery.start_soon(_announce_ready, config, on_ready)
         # One idle reader of /dev/fuse: pyfuse3 starts another whenever all
         # are busy, so requests still overlap. Measured against four idle
@@ -178,11 +179,16 @@ async def _stop_on_signal(follower: ChangeFollower) -> None:
             return
 
 
-async def _write_stats_on_signal(stats_file: StatsFile) -> None:
-    """SIGUSR1 rewrites CACHE_DIR/stats.json now (``dcfs bench`` uses it to
-    read the client's counters before and after each job)."""
-    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
-        async for _ in signals:
+async def _answer_user_signals(stats_file: StatsFile, cache: BlockCache) -> None:
+    """SIGUSR1 rewrites CACHE_DIR/stats.json now (``dcfs bench`` reads the
+    client's counters before and after each job); SIGUSR2 first drops every
+    block of the client's tiers (``dcfs bench --empty-caches``). Either way
+    the rewritten file tells the sender it is done."""
+    with trio.open_signal_receiver(signal.SIGUSR1, signal.SIGUSR2) as signals:
+        async for signum in signals:
+            if signum == signal.SIGUSR2:
+                dropped = await trio.to_thread.run_sync(cache.empty)
+                log.info("emptied the client's tiers on SIGUSR2: %s dropped", format_size(dropped))
             await trio.to_thread.run_sync(stats_file.write)
 
 

@@ -821,3 +821,41 @@ class WarmBlockReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WarmBlockReply: _TypeAlias = WarmBlockReply  # noqa: Y015
+
+@_typing.final
+class EmptyCacheRequest(_message.Message):
+    """Drop every block the node caches, in memory and on disk, so the next read
+    of each comes from the bucket (dcfs bench --empty-caches, for cold reads).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmptyCacheRequest: _TypeAlias = EmptyCacheRequest  # noqa: Y015
+
+@_typing.final
+class EmptyCacheReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BYTES_DROPPED_FIELD_NUMBER: _builtins.int
+    bytes_dropped: _builtins.int
+    def __init__(
+        self,
+        *,
+        bytes_dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_dropped", b"bytes_dropped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmptyCacheReply: _TypeAlias = EmptyCacheReply  # noqa: Y015

@@ -511,6 +511,11 @@ class CacheNodeStub:
                 request_serializer=protos_dot_dcfs__pb2.WarmBlockRequest.SerializeToString,
                 response_deserializer=protos_dot_dcfs__pb2.WarmBlockReply.FromString,
                 _registered_method=True)
+        self.EmptyCache = channel.unary_unary(
+                '/dcfs.CacheNode/EmptyCache',
+                request_serializer=protos_dot_dcfs__pb2.EmptyCacheRequest.SerializeToString,
+                response_deserializer=protos_dot_dcfs__pb2.EmptyCacheReply.FromString,
+                _registered_method=True)
 
 
 class CacheNodeServicer:
@@ -534,6 +539,12 @@ class CacheNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmptyCache(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -551,6 +562,11 @@ def add_CacheNodeServicer_to_server(servicer, server):
                     servicer.WarmBlock,
                     request_deserializer=protos_dot_dcfs__pb2.WarmBlockRequest.FromString,
                     response_serializer=protos_dot_dcfs__pb2.WarmBlockReply.SerializeToString,
+            ),
+            'EmptyCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmptyCache,
+                    request_deserializer=protos_dot_dcfs__pb2.EmptyCacheRequest.FromString,
+                    response_serializer=protos_dot_dcfs__pb2.EmptyCacheReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -634,6 +650,33 @@ class CacheNode:
             '/dcfs.CacheNode/WarmBlock',
             protos_dot_dcfs__pb2.WarmBlockRequest.SerializeToString,
             protos_dot_dcfs__pb2.WarmBlockReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmptyCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcfs.CacheNode/EmptyCache',
+            protos_dot_dcfs__pb2.EmptyCacheRequest.SerializeToString,
+            protos_dot_dcfs__pb2.EmptyCacheReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -152,6 +152,7 @@ class CacheNodeStub:
     ReadBlock: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.ReadBlockRequest, _dcfs_pb2.ReadBlockReply]
     Stats: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.StatsRequest, _dcfs_pb2.StatsReply]
     WarmBlock: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.WarmBlockRequest, _dcfs_pb2.WarmBlockReply]
+    EmptyCache: _grpc.UnaryUnaryMultiCallable[_dcfs_pb2.EmptyCacheRequest, _dcfs_pb2.EmptyCacheReply]
 
 @_typing.type_check_only
 class CacheNodeAsyncStub(CacheNodeStub):
@@ -159,6 +160,7 @@ class CacheNodeAsyncStub(CacheNodeStub):
     ReadBlock: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.ReadBlockRequest, _dcfs_pb2.ReadBlockReply]  # type: ignore[assignment]
     Stats: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.StatsRequest, _dcfs_pb2.StatsReply]  # type: ignore[assignment]
     WarmBlock: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.WarmBlockRequest, _dcfs_pb2.WarmBlockReply]  # type: ignore[assignment]
+    EmptyCache: _aio.UnaryUnaryMultiCallable[_dcfs_pb2.EmptyCacheRequest, _dcfs_pb2.EmptyCacheReply]  # type: ignore[assignment]
 
 class CacheNodeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -181,5 +183,12 @@ class CacheNodeServicer(metaclass=_abc_1.ABCMeta):
         request: _dcfs_pb2.WarmBlockRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dcfs_pb2.WarmBlockReply, _abc.Awaitable[_dcfs_pb2.WarmBlockReply]]: ...
+
+    @_abc_1.abstractmethod
+    def EmptyCache(
+        self,
+        request: _dcfs_pb2.EmptyCacheRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dcfs_pb2.EmptyCacheReply, _abc.Awaitable[_dcfs_pb2.EmptyCacheReply]]: ...
 
 def add_CacheNodeServicer_to_server(servicer: CacheNodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -123,6 +123,26 @@ def test_restart_serves_without_fetching(tmp_path: Path) -> None:
     cache.close()
 
 
+def test_empty_drops_both_tiers_and_survives_a_restart(tmp_path: Path) -> None:
+    fetch = Fetcher()
+    cache = BlockCache(MemoryTier(64 * BS), DiskTier(tmp_path / "c", 1 << 20))
+    for i in range(10):
+        cache.get(ref(i), fetch)
+    # Memory's 10 blocks and disk's 10 files, each larger than a block: the
+    # queued disk writes landed first, none after.
+    assert cache.empty() > 20 * BS
+    assert not any(cache.contains(ref(i)) for i in range(10))
+    assert [(t.used_bytes, t.blocks, t.evictions) for t in cache.stats()] == [(0, 0, 0)] * 2
+    assert block_files(tmp_path / "c") == []
+    assert cache.get(ref(3), fetch) == (payload(ref(3)), "fetch")  # fetched anew, cached again
+    assert cache.get(ref(3), fetch)[1] == "memory"
+    cache.close()
+    cache = BlockCache(MemoryTier(64 * BS), DiskTier(tmp_path / "c", 1 << 20))
+    assert [cache.get(ref(i), fetch)[1] for i in (3, 4)] == ["disk", "fetch"]
+    assert fetch.total == 12
+    cache.close()
+
+
 @pytest.mark.parametrize("index_damage", ["missing", "corrupt"])
 def test_restart_without_index_evicts_oldest_mtime_first(tmp_path: Path, index_damage: str) -> None:
     tier = DiskTier(tmp_path / "c", 1 << 20)

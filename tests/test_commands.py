@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from clusters import mounted, running_cluster, wait_until
+from clusters import members, mounted, node_stats, running_cluster, wait_until
 
 from dcfs.launcher import unmount
 from dcfs.sample import SampleSpec, make_sample
@@ -193,6 +193,53 @@ def test_bench_on_a_mount_with_baseline_and_tier_ratios(tmp_path: Path, engine: 
     # The first read of the file missed the node's tiers; the warm one hit the client's memory.
     assert "node memory" in jobs["seq-1m cold"]["tiers"]
     assert jobs["seq-1m warm"]["tiers"]["client memory"] > 0
+
+
+def test_bench_empty_caches_makes_cold_jobs_read_the_bucket(tmp_path: Path) -> None:
+    """On a cluster that holds every block already, ``--empty-caches`` drops
+    the nodes' and the mount's tiers before each cold job: the nodes fetch
+    each block from the bucket again, and the bytes still match."""
+    bucket = make_sample(
+        tmp_path / "bucket",
+        SampleSpec(large_files=1, large_size=20 << 20, small_files=10, small_size=128 << 10),
+    )
+    files = sorted(p for p in bucket.rglob("*") if p.is_file())
+    stats_file = tmp_path / "state" / "mount" / "stats.json"
+    with (
+        running_cluster(tmp_path / "state", f"file://{bucket}", nodes=1) as cluster,
+        mounted(cluster, tmp_path / "mnt") as mnt,
+    ):
+        for path in files:  # every block of the sample into the node and the mount
+            assert (mnt / path.relative_to(bucket)).read_bytes() == path.read_bytes()
+        (node,) = members(cluster)
+        fetched_before = node_stats(node.address).bucket_fetches
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dcfs",
+                "bench",
+                str(mnt),
+                "--empty-caches",
+                "--metadata",
+                cluster.metadata_address,
+                "--client-stats",
+                str(stats_file),
+                "--engine",
+                "python",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "caches emptied before each cold job" in result.stdout
+        # 20 blocks of the large file and 10 small files (1 MiB blocks), again.
+        assert node_stats(node.address).bucket_fetches - fetched_before >= 30
+        assert json.loads(stats_file.read_text())["emptied"] == 2  # two cold jobs
+        for path in files:  # what was fetched anew is the same bytes
+            assert (mnt / path.relative_to(bucket)).read_bytes() == path.read_bytes()
 
 
 def test_bench_names_the_job_a_failed_read_ended(tmp_path: Path) -> None:

@@ -71,10 +71,12 @@ def run_jobs(
     *,
     baseline: Path | None = None,
     stats: StatsSource | None = None,
+    empty_caches: Callable[[], None] | None = None,
     progress: Callable[[JobResult, JobResult | None], None] = lambda r, b: None,
 ) -> list[tuple[JobResult, JobResult | None]]:
     """Each job on ``root``, then on ``baseline`` (same relative paths), in
-    the same run so the ratio compares like with like."""
+    the same run so the ratio compares like with like; ``empty_caches`` runs
+    before each cold job on ``root``."""
     dataset = find_data(root, options.size_cap)
     mounted = dataset.at(root)
     based = dataset.at(baseline) if baseline is not None else None
@@ -87,6 +89,8 @@ def run_jobs(
         if spec.kind == "small" and not dataset.small:
             continue
         engine = _engine(spec, options.engine)
+        if spec.phase == "cold" and empty_caches is not None:
+            empty_caches()
         with _failing_reads_named(spec, mounted):
             _prepare(spec, mounted)
             before = stats() if stats else {}

@@ -1,5 +1,6 @@
 """Hit counters of the cache tiers, read before and after each job so the
-report can show each tier's hit ratio in that job."""
+report can show each tier's hit ratio in that job; and, for cold jobs on a
+warm cluster, emptying the tiers first (``dcfs bench --empty-caches``)."""
 
 import json
 import os
@@ -11,6 +12,8 @@ from pathlib import Path
 import grpc
 
 from dcfs import rpc
+from dcfs.cluster import describe_rpc_error
+from dcfs.errors import PeerError
 from protos import dcfs_pb2, dcfs_pb2_grpc
 
 Counters = dict[str, tuple[int, int]]  # tier -> (hits, misses)
@@ -46,33 +49,72 @@ def client_counters(stats_path: Path) -> StatsSource:
     """The mount's own tiers, from its stats file: SIGUSR1 asks the mount to
     rewrite it now, and the new version is read (at most a second's wait)."""
 
-    def load() -> dict[str, object]:
-        try:
-            data: dict[str, object] = json.loads(stats_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data
-
     def read() -> Counters:
-        previous = load()
-        pid = previous.get("pid")
-        if not isinstance(pid, int) or not _is_dcfs_mount(pid):
-            return {}
-        try:
-            os.kill(pid, signal.SIGUSR1)
-        except OSError:
-            return {}
-        current = previous
-        deadline = time.monotonic() + 1.0
-        while current.get("updated") == previous.get("updated") and time.monotonic() < deadline:
-            time.sleep(0.01)
-            current = load()
+        current, _ = _signal_mount(stats_path, signal.SIGUSR1, "updated", timeout_s=1.0)
         tiers = current.get("tiers")
         if not isinstance(tiers, list):
             return {}
         return {f"client {t['name']}": (int(t["hits"]), int(t["misses"])) for t in tiers}
 
     return read
+
+
+def empty_client(stats_path: Path) -> None:
+    """Drop every block of the mount's tiers: SIGUSR2, answered by a count
+    of emptyings one higher in its stats file; PeerError if that does not come."""
+    if not _signal_mount(stats_path, signal.SIGUSR2, "emptied", timeout_s=120.0)[1]:
+        raise PeerError(f"the mount of {stats_path} did not empty its tiers")
+
+
+def empty_nodes(metadata_address: str) -> int:
+    """Drop every block of every cache node the metadata service lists; how
+    many nodes did. PeerError for one that does not answer."""
+    metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(metadata_address))
+    try:
+        members = metadata.Members(dcfs_pb2.MembersRequest(), timeout=5)
+    except grpc.RpcError as exc:
+        raise PeerError(
+            f"metadata service at {metadata_address}: {describe_rpc_error(exc)}"
+        ) from None
+    for node in members.nodes:
+        stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(node.address))
+        try:
+            stub.EmptyCache(dcfs_pb2.EmptyCacheRequest(), timeout=120)
+        except grpc.RpcError as exc:
+            raise PeerError(f"cache node at {node.address}: {describe_rpc_error(exc)}") from None
+    return len(members.nodes)
+
+
+def _load(stats_path: Path) -> dict[str, object]:
+    try:
+        data: dict[str, object] = json.loads(stats_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+def _signal_mount(
+    stats_path: Path, signum: int, answer: str, timeout_s: float
+) -> tuple[dict[str, object], bool]:
+    """Send ``signum`` to the mount that writes ``stats_path``; its stats
+    file afterwards, and whether the field ``answer`` of it changed within
+    ``timeout_s``. ``({}, False)`` if no mount runs there."""
+    current = _load(stats_path)
+    pid = current.get("pid")
+    if not isinstance(pid, int) or not _is_dcfs_mount(pid):
+        return {}, False
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        return {}, False
+    before = current.get(answer)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        current = _load(stats_path) or current
+        if current.get(answer) != before:
+            return current, True
+        time.sleep(0.01)
+    return current, False
 
 
 def _is_dcfs_mount(pid: int) -> bool:

@@ -366,6 +366,26 @@ class DiskTier:
             with suppress(FileNotFoundError):
                 os.unlink(block_path(self._blocks, block_id))
 
+    def clear(self) -> int:
+        """Delete every block file (not counted as evictions); the bytes
+        freed. The files go after the lock is released: a reader that still
+        finds one in the index and then not on disk takes it as a miss."""
+        with self._lock:
+            if self._closed:
+                return 0
+            dropped = list(self._sizes)
+            freed = sum(self._sizes.values())
+            for block_id in dropped:
+                self._policy.remove(block_id)
+            self._sizes.clear()
+            self._used -= freed
+            self._changes += 1
+        for block_id in dropped:
+            with suppress(OSError):  # a disk fault: the file is out of the index anyway
+                os.unlink(block_path(self._blocks, block_id))
+        self.save_index()
+        return freed
+
     def save_index(self, *, if_due: bool = False) -> None:
         """Write the index if anything changed (and, with ``if_due``, only
         once per ``index_interval_s``). Disk faults are absorbed like others."""

@@ -101,6 +101,15 @@ class MemoryTier:
             self._policy.insert(key, size, referenced)
             self._used += size
 
+    def clear(self) -> int:
+        """Drop every block (not counted as evictions); the bytes dropped."""
+        with self._lock:
+            for key in self._blocks:
+                self._policy.remove(key)
+            dropped, self._used = self._used, 0
+            self._blocks.clear()
+            return dropped
+
     def stats(self) -> TierStats:
         with self._lock:
             return TierStats(

@@ -56,6 +56,7 @@ class BlockCache:
         self._closing = threading.Lock()
         self._closed = False
         self.dropped_writes = 0
+        self.emptied = 0  # times empty() ran (the stats file shows it)
         self._writer: threading.Thread | None = None
         if disk is not None:
             self._writer = threading.Thread(
@@ -189,7 +190,19 @@ class BlockCache:
         return {
             "tiers": [dataclasses.asdict(tier) for tier in self.stats()],
             "dropped_disk_writes": self.dropped_writes,
+            "emptied": self.emptied,
         }
+
+    def empty(self) -> int:
+        """Drop every cached block from both tiers, after the queued disk
+        writes (so none lands afterwards); the bytes dropped. For cold-read
+        benchmarks: a block is fetched again when next read."""
+        self.flush()
+        dropped = self.memory.clear()
+        if self.disk is not None:
+            dropped += self.disk.clear()
+        self.emptied += 1
+        return dropped
 
     def flush(self) -> None:
         """Wait until the queued disk writes are done (tests, shutdown)."""

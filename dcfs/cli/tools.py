@@ -2,13 +2,21 @@
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
 from dcfs import rpc
 from dcfs.bench import report, runner
-from dcfs.bench.tiers import StatsSource, client_counters, cluster_counters, combined
+from dcfs.bench.tiers import (
+    StatsSource,
+    client_counters,
+    cluster_counters,
+    combined,
+    empty_client,
+    empty_nodes,
+)
 from dcfs.cli.common import Subparsers, add_command, add_metadata_arg, address_arg, size_arg
 from dcfs.cluster import describe_rpc_error, fetch_cluster_info
 from dcfs.errors import ConfigError, PeerError
@@ -45,11 +53,11 @@ def register(commands: Subparsers) -> None:
         "Jobs read the largest file under MOUNTPOINT (sequential 1 MiB, 1 and 4 jobs; random "
         "4 KiB and 128 KiB) and up to 2,000 files of at most 1 MiB (open, read, close). "
         "cold: the first read of the data, with the kernel's page cache of those files "
-        "dropped; dcfs's own tiers are cold only on a fresh cluster (dcfs up --bench), and "
-        "the tier hit ratios show where the bytes came from. warm: the page cache dropped "
-        "again, so reads reach dcfs's tiers. re-read: buffered reads of data already in the "
-        "page cache. The other large-file jobs use direct I/O; the small-file passes are "
-        "buffered."
+        "dropped; dcfs's own tiers are cold only on a fresh cluster (dcfs up --bench) or "
+        "with --empty-caches, and the tier hit ratios show where the bytes came from. "
+        "warm: the page cache dropped again, so reads reach dcfs's tiers. re-read: buffered "
+        "reads of data already in the page cache. The other large-file jobs use direct I/O; "
+        "the small-file passes are buffered."
     )
     p.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="the directory to read")
     p.add_argument(
@@ -73,6 +81,13 @@ def register(commands: Subparsers) -> None:
         default=None,
         metavar="FILE",
         help="the mount's CACHE_DIR/stats.json: adds the client's tier hit ratios per job",
+    )
+    p.add_argument(
+        "--empty-caches",
+        action="store_true",
+        help="drop every block of the cache nodes and of the mount before each cold job, so "
+        "it reads from the bucket (needs --metadata and --client-stats; every user of the "
+        "cluster loses its cached data)",
     )
     add_bench_flags(p)
 
@@ -159,16 +174,21 @@ def bench_report(
     baseline: Path | None,
     metadata: str | None,
     client_stats: Path | None,
+    empty_caches: Callable[[], None] | None = None,
 ) -> None:
     """Run the jobs and print the table as results arrive (and JSON if asked)."""
     with_baseline = baseline is not None
-    print(f"read test over {root}" + (f" (baseline {baseline})" if baseline else ""))
+    notes = ([f"baseline {baseline}"] if baseline else []) + (
+        ["dcfs's caches emptied before each cold job"] if empty_caches else []
+    )
+    print(f"read test over {root}" + (f" ({'; '.join(notes)})" if notes else ""))
     print(report.header(with_baseline), flush=True)
     results = runner.run_jobs(
         root,
         runner.BenchOptions(engine=args.engine, size_cap=args.size),
         baseline=baseline,
         stats=_stats_source(metadata, client_stats),
+        empty_caches=empty_caches,
         progress=lambda r, b: print(report.row(r, b, with_baseline), flush=True),
     )
     if args.json:
@@ -192,7 +212,20 @@ def run_bench(args: argparse.Namespace) -> int:
             f"--client-stats {args.client_stats}: no such file (the mount's CACHE_DIR/stats.json)"
         )
     check_json_target(args.json)
+    if args.empty_caches and (args.metadata is None or args.client_stats is None):
+        raise ConfigError(
+            "--empty-caches needs --metadata (to empty the cache nodes) and --client-stats "
+            "(to empty the mount's tiers)"
+        )
     if args.metadata is not None:
         fetch_cluster_info(args.metadata, timeout=5)  # unreachable: say so before any job
-    bench_report(args.mountpoint, args, args.baseline, args.metadata, args.client_stats)
+    empty = None
+    if args.empty_caches:
+        metadata, client_stats = args.metadata, args.client_stats
+
+        def empty() -> None:
+            empty_nodes(metadata)
+            empty_client(client_stats)
+
+    bench_report(args.mountpoint, args, args.baseline, args.metadata, args.client_stats, empty)
     return 0
