@@ -2,22 +2,12 @@
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from dcfscli import run_dcfs as dcfs
 
 from dcfs import rpc
-
-
-def dcfs(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dcfs", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

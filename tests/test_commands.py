@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from clusters import members, mounted, node_stats, running_cluster, wait_until
+from dcfscli import run_dcfs
 
 from dcfs.launcher import unmount
 from dcfs.sample import SampleSpec, make_sample
@@ -159,28 +160,20 @@ def test_bench_on_a_mount_with_baseline_and_tier_ratios(tmp_path: Path, engine: 
         running_cluster(tmp_path / "state", f"file://{bucket}", nodes=1) as cluster,
         mounted(cluster, tmp_path / "mnt") as mnt,
     ):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dcfs",
-                "bench",
-                str(mnt),
-                "--baseline",
-                str(bucket),
-                "--metadata",
-                cluster.metadata_address,
-                "--client-stats",
-                str(cluster.state_dir / "mount" / "stats.json"),
-                "--engine",
-                engine,
-                "--json",
-                str(report),
-            ],
-            capture_output=True,
-            text=True,
+        result = run_dcfs(
+            "bench",
+            str(mnt),
+            "--baseline",
+            str(bucket),
+            "--metadata",
+            cluster.metadata_address,
+            "--client-stats",
+            str(cluster.state_dir / "mount" / "stats.json"),
+            "--engine",
+            engine,
+            "--json",
+            str(report),
             timeout=300,
-            stdin=subprocess.DEVNULL,
         )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"read test over {mnt} (baseline {bucket})" in result.stdout
@@ -213,25 +206,17 @@ def test_bench_empty_caches_makes_cold_jobs_read_the_bucket(tmp_path: Path) -> N
             assert (mnt / path.relative_to(bucket)).read_bytes() == path.read_bytes()
         (node,) = members(cluster)
         fetched_before = node_stats(node.address).bucket_fetches
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dcfs",
-                "bench",
-                str(mnt),
-                "--empty-caches",
-                "--metadata",
-                cluster.metadata_address,
-                "--client-stats",
-                str(stats_file),
-                "--engine",
-                "python",
-            ],
-            capture_output=True,
-            text=True,
+        result = run_dcfs(
+            "bench",
+            str(mnt),
+            "--empty-caches",
+            "--metadata",
+            cluster.metadata_address,
+            "--client-stats",
+            str(stats_file),
+            "--engine",
+            "python",
             timeout=300,
-            stdin=subprocess.DEVNULL,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert "caches emptied before each cold job" in result.stdout
@@ -255,13 +240,7 @@ def test_bench_names_the_job_a_failed_read_ended(tmp_path: Path) -> None:
         mounted(cluster, tmp_path / "mnt") as mnt,
     ):
         model.write_bytes(os.urandom(20 << 20))  # the namespace still has the old version
-        result = subprocess.run(
-            [sys.executable, "-m", "dcfs", "bench", str(mnt), "--engine", "python"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
+        result = run_dcfs("bench", str(mnt), "--engine", "python", timeout=300)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
