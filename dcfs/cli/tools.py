@@ -85,9 +85,9 @@ def register(commands: Subparsers) -> None:
     p.add_argument(
         "--empty-caches",
         action="store_true",
-        help="drop every block of the cache nodes and of the mount before each cold job, so "
-        "it reads from the bucket (needs --metadata and --client-stats; every user of the "
-        "cluster loses its cached data)",
+        help="drop every block of the cache nodes and of the mount before the first job, so "
+        "the cold jobs read from the bucket (needs --metadata and --client-stats; every "
+        "user of the cluster loses its cached data)",
     )
     add_bench_flags(p)
 
@@ -179,7 +179,7 @@ def bench_report(
     """Run the jobs and print the table as results arrive (and JSON if asked)."""
     with_baseline = baseline is not None
     notes = ([f"baseline {baseline}"] if baseline else []) + (
-        ["dcfs's caches emptied before each cold job"] if empty_caches else []
+        ["dcfs's caches emptied first"] if empty_caches else []
     )
     print(f"read test over {root}" + (f" ({'; '.join(notes)})" if notes else ""))
     print(report.header(with_baseline), flush=True)
