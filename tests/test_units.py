@@ -2,6 +2,7 @@
 addresses, singleflight, the placement ring and the prefetch window."""
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dcfs import rpc, wire
-from dcfs.bench import pyreader
+from dcfs.bench import fio, pyreader
 from dcfs.bench.jobs import JobSpec
 from dcfs.bench.tiers import client_counters
 from dcfs.blocks import BlockRef, ObjectVersion, block_count, blocks_for_range
@@ -246,3 +247,12 @@ def test_client_counters_signal_only_a_dcfs_mount(tmp_path: Path) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_fio_reads_a_path_with_a_colon(tmp_path: Path) -> None:
+    """fio's ``filename=`` splits at a bare ':' (a list of files)."""
+    data = tmp_path / "host:port" / "big"
+    data.parent.mkdir()
+    data.write_bytes(os.urandom(4 << 20))
+    result = fio.run(JobSpec("seq-1m cold", "seq", "cold", direct=False), data, 4 << 20)
+    assert (result.engine, result.bytes, result.ops) == ("fio", 4 << 20, 4)

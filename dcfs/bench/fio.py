@@ -23,7 +23,7 @@ def _job_file(name: str) -> Path:
 def run(spec: JobSpec, path: Path, size: int) -> JobResult:
     env = {
         **os.environ,
-        "DCFS_FILE": str(path),
+        "DCFS_FILE": str(path).replace(":", "\\:"),  # fio splits filename= at a bare ':'
         "DCFS_DIRECT": "1" if spec.direct else "0",
         "DCFS_RUNTIME": f"{spec.min_s or spec.max_s:g}s",
         "DCFS_TIME_BASED": "1" if spec.min_s else "0",
