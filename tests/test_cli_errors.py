@@ -69,6 +69,7 @@ def test_bad_bench_flags(tmp_path: Path) -> None:
     assert_clean_error(dcfs("bench", str(tmp_path), "--metadata", "127.0.0.1:1"), "unreachable")
     assert_clean_error(dcfs("bench", str(tmp_path), "--engine", "dd"), "invalid choice")
     assert_clean_error(dcfs("bench", str(tmp_path), "--empty-caches"), "--client-stats")
+    assert_clean_error(dcfs("bench", str(tmp_path), "--size", "1MiB"), "at least 16")
     assert_clean_error(dcfs("bench", str(tmp_path)), "no files to read")
     assert_clean_error(dcfs("bench", str(tmp_path), "--json", "/no/dir/r.json"), "--json")
     assert_clean_error(dcfs("bench", str(tmp_path), "--json", str(tmp_path)), "--json")

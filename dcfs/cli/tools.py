@@ -9,6 +9,7 @@ import grpc
 
 from dcfs import rpc
 from dcfs.bench import report, runner
+from dcfs.bench.data import LARGE_FILE
 from dcfs.bench.tiers import (
     StatsSource,
     client_counters,
@@ -157,8 +158,13 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_json_target(path: Path | None) -> None:
-    """Fail before any job runs if the report could not be written at the end."""
+def check_bench_flags(args: argparse.Namespace) -> None:
+    """The flags of :func:`add_bench_flags`, checked before any job runs: a
+    report that could not be written at the end, or a size too small for the
+    sequential jobs, fails now."""
+    if args.size < LARGE_FILE:
+        raise ConfigError(f"--size must be at least {format_size(LARGE_FILE)}")
+    path: Path | None = args.json
     if path is None:
         return
     parent = path.parent
@@ -211,7 +217,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--client-stats {args.client_stats}: no such file (the mount's CACHE_DIR/stats.json)"
         )
-    check_json_target(args.json)
+    check_bench_flags(args)
     if args.empty_caches and (args.metadata is None or args.client_stats is None):
         raise ConfigError(
             "--empty-caches needs --metadata (to empty the cache nodes) and --client-stats "

@@ -102,7 +102,7 @@ def run_up(args: argparse.Namespace) -> int:
     if not mountpoint.is_dir():
         raise ConfigError(f"mount point {mountpoint} does not exist or is not a directory")
     if args.bench:
-        tools.check_json_target(args.json)
+        tools.check_bench_flags(args)
     owns_state = args.state_dir is None
     state_dir = Path(tempfile.mkdtemp(prefix="dcfs-up-")) if owns_state else args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
