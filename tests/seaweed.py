@@ -88,6 +88,7 @@ class SeaweedServer:
         self.port = p = pick_base_port()
         cmd = [
             weed_binary(),
+            f"-logdir={base}",  # its log files, not in /tmp
             "server",
             f"-dir={data}",
             "-ip=127.0.0.1",
