@@ -1,5 +1,5 @@
-"""What every participant first asks the metadata service: the bucket URL,
-the S3 endpoint and the block size of the cluster."""
+"""What participants ask the metadata service first: the bucket URL, the S3
+endpoint and the block size of the cluster, and its live cache nodes."""
 
 import grpc
 
@@ -26,3 +26,16 @@ def fetch_cluster_info(metadata_address: str, timeout: float = 10) -> dcfs_pb2.I
         code = exc.code().name if isinstance(exc, grpc.Call) else "error"
         raise PeerError(f"metadata service at {metadata_address} is unreachable ({code})") from None
     return reply
+
+
+def list_cache_nodes(metadata_address: str, timeout: float = 5) -> list[dcfs_pb2.NodeInfo]:
+    """The live cache nodes the metadata service lists; :class:`PeerError`
+    with a one-line message if it does not answer."""
+    stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(metadata_address))
+    try:
+        reply: dcfs_pb2.MembersReply = stub.Members(dcfs_pb2.MembersRequest(), timeout=timeout)
+    except grpc.RpcError as exc:
+        raise PeerError(
+            f"metadata service at {metadata_address}: {describe_rpc_error(exc)}"
+        ) from None
+    return list(reply.nodes)

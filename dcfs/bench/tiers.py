@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from dcfs import rpc
-from dcfs.cluster import describe_rpc_error
+from dcfs.cluster import describe_rpc_error, list_cache_nodes
 from dcfs.errors import PeerError
 from protos import dcfs_pb2, dcfs_pb2_grpc
 
@@ -22,15 +22,14 @@ StatsSource = Callable[[], Counters]
 
 def cluster_counters(metadata_address: str) -> StatsSource:
     """The cache nodes' tiers, summed over the nodes the metadata service lists."""
-    metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(metadata_address))
 
     def read() -> Counters:
         totals: dict[str, list[int]] = {}
         try:
-            members = metadata.Members(dcfs_pb2.MembersRequest(), timeout=5)
-        except grpc.RpcError:
+            nodes = list_cache_nodes(metadata_address)
+        except PeerError:
             return {}
-        for node in members.nodes:
+        for node in nodes:
             stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(node.address))
             try:
                 stats = stub.Stats(dcfs_pb2.StatsRequest(), timeout=5)
@@ -66,23 +65,15 @@ def empty_client(stats_path: Path) -> None:
         raise PeerError(f"the mount of {stats_path} did not empty its tiers")
 
 
-def empty_nodes(metadata_address: str) -> int:
-    """Drop every block of every cache node the metadata service lists; how
-    many nodes did. PeerError for one that does not answer."""
-    metadata = dcfs_pb2_grpc.MetadataStub(rpc.channel(metadata_address))
-    try:
-        members = metadata.Members(dcfs_pb2.MembersRequest(), timeout=5)
-    except grpc.RpcError as exc:
-        raise PeerError(
-            f"metadata service at {metadata_address}: {describe_rpc_error(exc)}"
-        ) from None
-    for node in members.nodes:
+def empty_nodes(metadata_address: str) -> None:
+    """Drop every block of every cache node the metadata service lists;
+    PeerError for one that does not answer."""
+    for node in list_cache_nodes(metadata_address):
         stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(node.address))
         try:
             stub.EmptyCache(dcfs_pb2.EmptyCacheRequest(), timeout=120)
         except grpc.RpcError as exc:
             raise PeerError(f"cache node at {node.address}: {describe_rpc_error(exc)}") from None
-    return len(members.nodes)
 
 
 def _load(stats_path: Path) -> dict[str, object]:

@@ -19,7 +19,7 @@ from dcfs.bench.tiers import (
     empty_nodes,
 )
 from dcfs.cli.common import Subparsers, add_command, add_metadata_arg, address_arg, size_arg
-from dcfs.cluster import describe_rpc_error, fetch_cluster_info
+from dcfs.cluster import describe_rpc_error, fetch_cluster_info, list_cache_nodes
 from dcfs.errors import ConfigError, PeerError
 from dcfs.sizes import format_size
 from protos import dcfs_pb2, dcfs_pb2_grpc
@@ -100,10 +100,9 @@ def run_status(args: argparse.Namespace) -> int:
     )
     print(f"block size  {format_size(info.block_size)}")
     print(f"objects     {info.objects} (generation {info.generation})")
-    stub = dcfs_pb2_grpc.MetadataStub(rpc.channel(args.metadata))
-    members = stub.Members(dcfs_pb2.MembersRequest(), timeout=5)
-    print(f"cache nodes {len(members.nodes)}")
-    for node in members.nodes:
+    nodes = list_cache_nodes(args.metadata)
+    print(f"cache nodes {len(nodes)}")
+    for node in nodes:
         print(f"\n  {node.node_id} at {node.address}, capacity {format_size(node.capacity)}")
         node_stub = dcfs_pb2_grpc.CacheNodeStub(rpc.channel(node.address))
         try:
