@@ -24,6 +24,7 @@ import struct
 from contextlib import suppress
 from pathlib import Path
 
+from dcfs.blockcache import directio
 from dcfs.blocks import BlockRef
 from dcfs.checksum import crc32c
 from dcfs.errors import CorruptBlock
@@ -95,6 +96,40 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def write_temp_file(
+    path: str, header: bytes, data: bytes, *, direct: bool, drop_pages: bool
+) -> str:
+    """Write a block file (``header``, then ``data``) under a new temporary
+    name beside ``path``, and return that name: the caller renames it into
+    place, so a reader never sees half a file. ``direct``: around the page
+    cache, in :mod:`.directio`'s layout. ``drop_pages``: written out and
+    dropped from the page cache, where ``O_DIRECT`` is refused. On failure
+    the temporary file is gone and the OSError raised."""
+    tmp = f"{path}.{os.urandom(4).hex()}{TMP_SUFFIX}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | (directio.FLAGS if direct else 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:  # its fan-out directory was removed
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        if direct:
+            directio.write(fd, header, data)
+        else:
+            write_all(fd, header)
+            write_all(fd, data)
+            if drop_pages:
+                os.fdatasync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)
+    return tmp
 
 
 def remove_leftovers(path: Path) -> None:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from dcfs.blockcache import directio, index
 from dcfs.blockcache.blockfile import (
-    TMP_SUFFIX,
     block_path,
     check_header,
     encode_header,
@@ -35,7 +34,7 @@ from dcfs.blockcache.blockfile import (
     remove_leftovers,
     scan_blocks,
     stat_blocks,
-    write_all,
+    write_temp_file,
 )
 from dcfs.blockcache.health import DEGRADED, NORMAL, OFF, DiskHealth
 from dcfs.blockcache.policy import GHOST, MAIN, SMALL, EvictionPolicy, S3FifoPolicy
@@ -51,13 +50,6 @@ log = logging.getLogger("dcfs.disk")
 
 # Rewrite a hit file's mtime (its order after a restart without an index) at most this often.
 _TOUCH_NS = 10 * 10**9
-
-
-def _release_pages(fd: int) -> None:
-    """Write the file's pages out and drop them from the page cache: what a
-    tier that bypasses the page cache does where ``O_DIRECT`` is refused."""
-    os.fdatasync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 class DiskTier:
@@ -322,39 +314,26 @@ class DiskTier:
     def _write(self, block_id: str, size: int, header: bytes, data: bytes) -> None:
         """Write into the reserved room; give it back if the write fails."""
         path = block_path(self._blocks, block_id)
-        tmp = f"{path}.{os.urandom(4).hex()}{TMP_SUFFIX}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        if self._direct:
-            flags |= directio.FLAGS
         try:
+            tmp = write_temp_file(
+                path, header, data, direct=self._direct, drop_pages=self._bypass_page_cache
+            )
             try:
-                fd = os.open(tmp, flags, 0o600)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-                fd = os.open(tmp, flags, 0o600)
-            try:
-                if self._direct:
-                    directio.write(fd, header, data)
-                else:
-                    write_all(fd, header)
-                    write_all(fd, data)
-                    if self._bypass_page_cache:
-                        _release_pages(fd)
-            finally:
-                os.close(fd)
-            with self._lock:  # rename and account together, so eviction sees both
-                os.replace(tmp, path)
-                if block_id in self._sizes:  # a concurrent put of the same block won
-                    self._used -= size
-                else:
-                    self._sizes[block_id] = size
-                    self._policy.insert(block_id, size)
-                    self._changes += 1
+                with self._lock:  # rename and account together, so eviction sees both
+                    os.replace(tmp, path)
+                    if block_id in self._sizes:  # a concurrent put of the same block won
+                        self._used -= size
+                    else:
+                        self._sizes[block_id] = size
+                        self._policy.insert(block_id, size)
+                        self._changes += 1
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(tmp)
+                raise
         except BaseException:
             with self._lock:
                 self._used -= size
-            with suppress(OSError):
-                os.unlink(tmp)
             raise
 
     def _evict_locked(self, limit: int) -> None:
