@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -308,6 +310,53 @@ def test_fast_gets_that_keep_failing_are_turned_off(
     assert store._fast is None
     assert len(calls) == 5
     assert "every GET goes through boto3" in caplog.text
+
+
+class HalfBodyServer:
+    """A loopback HTTP server that answers every GET with a 206 announcing
+    ``length`` bytes, sends ``sent`` of them, then closes (``stall_s`` 0) or
+    waits ``stall_s`` before it closes."""
+
+    def __init__(self, length: int, sent: int, stall_s: float = 0.0) -> None:
+        self.length, self.sent, self.stall_s = length, sent, stall_s
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/k?x=1"
+        self.thread = threading.Thread(target=self._serve_one, daemon=True)
+        self.thread.start()
+
+    def _serve_one(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            while b"\r\n\r\n" not in conn.recv(65536):
+                pass
+            head = (
+                "HTTP/1.1 206 Partial Content\r\n"
+                f"Content-Length: {self.length}\r\n"
+                f"Content-Range: bytes 0-{self.length - 1}/{self.length}\r\n"
+                'ETag: "e"\r\n\r\n'
+            )
+            conn.sendall(head.encode() + os.urandom(self.sent))
+            time.sleep(self.stall_s)
+
+    def close(self) -> None:
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "sent, stall_s", [(0, 0.0), (300_000, 0.0), (300_000, 2.0)], ids=["none", "half", "stalled"]
+)
+def test_a_fast_get_cut_short_is_handed_to_boto3(sent: int, stall_s: float) -> None:
+    """A body that ends or stalls before its announced length is never
+    returned short: the fast path answers None, and the caller asks again
+    through boto3 (whose retries and errors decide)."""
+    server = HalfBodyServer(1_000_000, sent, stall_s)
+    try:
+        getter = PresignedRangeGetter(lambda key: server.url, 0.5)
+        assert getter.get("k", 0, 1_000_000, '"e"') is None
+        getter.close()
+    finally:
+        server.close()
 
 
 def test_fast_gets_stand_aside_for_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
