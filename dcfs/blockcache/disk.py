@@ -314,26 +314,25 @@ class DiskTier:
     def _write(self, block_id: str, size: int, header: bytes, data: bytes) -> None:
         """Write into the reserved room; give it back if the write fails."""
         path = block_path(self._blocks, block_id)
+        tmp: str | None = None
         try:
             tmp = write_temp_file(
                 path, header, data, direct=self._direct, drop_pages=self._bypass_page_cache
             )
-            try:
-                with self._lock:  # rename and account together, so eviction sees both
-                    os.replace(tmp, path)
-                    if block_id in self._sizes:  # a concurrent put of the same block won
-                        self._used -= size
-                    else:
-                        self._sizes[block_id] = size
-                        self._policy.insert(block_id, size)
-                        self._changes += 1
-            except BaseException:
-                with suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            with self._lock:  # rename and account together, so eviction sees both
+                os.replace(tmp, path)
+                if block_id in self._sizes:  # a concurrent put of the same block won
+                    self._used -= size
+                else:
+                    self._sizes[block_id] = size
+                    self._policy.insert(block_id, size)
+                    self._changes += 1
         except BaseException:
             with self._lock:
                 self._used -= size
+            if tmp is not None:  # write_temp_file removes its own file when it fails
+                with suppress(OSError):
+                    os.unlink(tmp)
             raise
 
     def _evict_locked(self, limit: int) -> None:
