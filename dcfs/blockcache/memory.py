@@ -1,7 +1,7 @@
 """The memory tier: a byte-bounded map of block id → block bytes.
 
 The bytes objects are stored as given (no copies), so a block fetched once is
-shared by the memory tier, the disk writer's queue and every reader. Which
+shared by the memory tier, the disk writer's waiting blocks and every reader. Which
 block leaves first is decided by an :class:`EvictionPolicy` (S3-FIFO, see
 :mod:`dcfs.blockcache.policy`), kept apart from the accounting here.
 """
@@ -78,28 +78,33 @@ class MemoryTier:
         with self._lock:
             return ref.block_id in self._blocks
 
-    def put(self, ref: BlockRef, data: bytes, *, referenced: bool = True) -> None:
-        """Store ``data``; a block larger than the whole tier is not stored.
+    def put(self, ref: BlockRef, data: bytes, *, referenced: bool = True) -> list[str]:
+        """Store ``data``, and return the ids of the blocks this let go: those
+        evicted for it, or its own if it is larger than the whole tier (it is
+        not stored).
 
         ``referenced=False`` for a block fetched ahead of its reader.
         """
         size = len(data)
-        if size > self._capacity:
-            return
         key = ref.block_id
+        if size > self._capacity:
+            return [key]
+        evicted: list[str] = []
         with self._lock:
             if key in self._blocks:
                 # Same id, same bytes: a block never changes.
                 if referenced:
                     self._policy.touch(key)
-                return
+                return evicted
             while self._used + size > self._capacity:
                 victim = self._policy.evict()
                 self._used -= len(self._blocks.pop(victim))
-                self._evictions += 1
+                evicted.append(victim)
+            self._evictions += len(evicted)
             self._blocks[key] = data
             self._policy.insert(key, size, referenced)
             self._used += size
+        return evicted
 
     def clear(self) -> int:
         """Drop every block (not counted as evictions); the bytes dropped."""

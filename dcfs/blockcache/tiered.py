@@ -2,34 +2,29 @@
 
 Lookup order: memory → disk (a hit is promoted into memory) → one fetch per
 block id at a time (concurrent readers of a missing block share it). Fetched
-blocks go into memory at once and to disk through a single background writer
-with a bounded queue that drops work when full: a read never waits for the
-disk, and a slow or failing disk only costs future hits. A block evicted
-from memory while it waits in that queue is served from there. The writer also
-saves the disk tier's index every so often.
+blocks go into memory at once and to disk through a background writer that
+waits for the fetching to pause (:mod:`.writeback`): a read never waits for
+the disk, a slow or failing disk only costs future hits, and on a machine
+with few cores the disk writes do not take CPU from the fetches. A block
+evicted from memory before its write is served from the writer.
 
 Both tiers evict by S3-FIFO; every use of a block by a reader is reported to
 both, so a block hot in memory stays on disk when a scan passes through.
 """
 
 import dataclasses
-import logging
-import queue
-import threading
 from collections.abc import Callable
 
 from dcfs.blockcache.disk import DiskTier
 from dcfs.blockcache.memory import MemoryTier
 from dcfs.blockcache.stats import TierStats
+from dcfs.blockcache.writeback import WriteBack
 from dcfs.blocks import BlockRef
 from dcfs.errors import CorruptBlock
 from dcfs.singleflight import SingleFlight
 
-log = logging.getLogger("dcfs.blockcache")
-
 Fetch = Callable[[BlockRef], bytes]
 Checksum = Callable[[BlockRef, bytes], int]
-_INDEX_CHECK_S = 1.0
 
 
 class BlockCache:
@@ -40,29 +35,28 @@ class BlockCache:
         self,
         memory: MemoryTier,
         disk: DiskTier | None,
-        write_queue: int = 64,
+        max_evicted_writes: int = 64,
         checksum: Checksum | None = None,
     ) -> None:
         """``checksum``: a block's CRC-32C for its disk file, where the owner
         computes (and remembers) it anyway (a cache node, for its replies)."""
         self.memory = memory
         self.disk = disk
-        self._checksum = checksum
         self._flight: SingleFlight[tuple[bytes, str]] = SingleFlight()
-        self._queue: queue.Queue[tuple[BlockRef, bytes] | None] = queue.Queue(write_queue)
-        # Blocks in the queue, by id: one evicted from memory before its write
-        # is served from here, not fetched again.
-        self._pending: dict[str, bytes] = {}
-        self._closing = threading.Lock()
-        self._closed = False
-        self.dropped_writes = 0
+        # ``max_evicted_writes``: how many blocks may wait for the disk after
+        # memory let them go (the memory that costs beyond the memory tier's).
+        self._writeback = (
+            None
+            if disk is None
+            else WriteBack(disk, checksum=checksum, max_evicted=max_evicted_writes)
+        )
         self.emptied = 0  # times empty() ran (the stats file shows it)
-        self._writer: threading.Thread | None = None
-        if disk is not None:
-            self._writer = threading.Thread(
-                target=self._write_loop, args=(disk,), name="dcfs-disk-writer", daemon=True
-            )
-            self._writer.start()
+        self._closed = False
+
+    @property
+    def dropped_writes(self) -> int:
+        """Blocks never written to disk: too many waited outside memory."""
+        return 0 if self._writeback is None else self._writeback.dropped
 
     def get(
         self, ref: BlockRef, fetch: Fetch, *, served: int | None = None, reference: bool = True
@@ -95,15 +89,24 @@ class BlockCache:
         if data is not None:
             return data, "memory"
         if self.disk is not None:
-            data = self._pending.get(ref.block_id)
+            data = self._waiting(ref)
             if data is not None:
-                self.memory.put(ref, data, referenced=reference)
+                self._put_in_memory(ref, data, reference)
                 return data, "memory"
             data = self.disk.get(ref, served=served, reference=reference)
             if data is not None:
-                self.memory.put(ref, data, referenced=reference)
+                self._put_in_memory(ref, data, reference)
                 return data, "disk"
         return None
+
+    def _waiting(self, ref: BlockRef) -> bytes | None:
+        """The block if it waits for its disk write."""
+        return None if self._writeback is None else self._writeback.get(ref.block_id)
+
+    def _put_in_memory(self, ref: BlockRef, data: bytes, referenced: bool) -> None:
+        evicted = self.memory.put(ref, data, referenced=referenced)
+        if evicted and self._writeback is not None:
+            self._writeback.evicted(evicted)
 
     def from_memory(
         self,
@@ -124,58 +127,29 @@ class BlockCache:
     def _fetch(self, ref: BlockRef, fetch: Fetch, reference: bool) -> tuple[bytes, str]:
         # A leader that just finished may have filled memory between our miss
         # and our turn: don't fetch twice.
-        data = self.memory.peek(ref) or self._pending.get(ref.block_id)
+        data = self.memory.peek(ref) or self._waiting(ref)
         if data is not None:
             return data, "memory"
-        data = fetch(ref)
+        if self._writeback is None:
+            data = fetch(ref)
+        else:
+            with self._writeback.fetching():
+                data = fetch(ref)
         if len(data) != ref.length:
             raise CorruptBlock(
                 f"fetched {len(data)} bytes for block {ref.index} of {ref.version.key!r}, "
                 f"expected {ref.length}"
             )
-        self.memory.put(ref, data, referenced=reference)
-        self._schedule_write(ref, data)
+        if self._writeback is not None:
+            self._writeback.add(ref, data)  # before memory can let it go
+        self._put_in_memory(ref, data, reference)
         return data, "fetch"
-
-    def _schedule_write(self, ref: BlockRef, data: bytes) -> None:
-        if self._writer is None:
-            return
-        with self._closing:  # no write may land behind close()'s stop marker
-            if self._closed:
-                return
-            self._pending[ref.block_id] = data  # before the writer can see it
-            try:
-                self._queue.put_nowait((ref, data))
-            except queue.Full:
-                self._pending.pop(ref.block_id, None)
-                self.dropped_writes += 1
-
-    def _write_loop(self, disk: DiskTier) -> None:
-        """Writes queued blocks; between them, saves the disk's index when due."""
-        while True:
-            try:
-                item = self._queue.get(timeout=_INDEX_CHECK_S)
-            except queue.Empty:
-                disk.save_index(if_due=True)
-                continue
-            try:
-                if item is None:
-                    return
-                ref, data = item
-                disk.put(ref, data, self._checksum(ref, data) if self._checksum else None)
-                disk.save_index(if_due=True)
-            except Exception:  # a bug must not kill the writer; disk faults never get here
-                log.exception("disk cache write failed")
-            finally:
-                if item is not None:
-                    self._pending.pop(item[0].block_id, None)
-                self._queue.task_done()
 
     def contains(self, ref: BlockRef) -> bool:
         """Cheap: no disk I/O (the disk tier answers from its index)."""
         return (
             self.memory.contains(ref)
-            or ref.block_id in self._pending
+            or (self._writeback is not None and ref.block_id in self._writeback)
             or (self.disk is not None and self.disk.contains(ref))
         )
 
@@ -190,14 +164,17 @@ class BlockCache:
         return {
             "tiers": [dataclasses.asdict(tier) for tier in self.stats()],
             "dropped_disk_writes": self.dropped_writes,
+            "waiting_disk_writes": 0 if self._writeback is None else len(self._writeback),
             "emptied": self.emptied,
         }
 
     def empty(self) -> int:
-        """Drop every cached block from both tiers, after the queued disk
-        writes (so none lands afterwards); the bytes dropped. For cold-read
-        benchmarks: a block is fetched again when next read."""
-        self.flush()
+        """Drop every cached block from both tiers, and the blocks waiting
+        for their disk write (after the one being written, so none lands
+        afterwards); the bytes dropped. For cold-read benchmarks: a block is
+        fetched again when next read."""
+        if self._writeback is not None:
+            self._writeback.discard()
         dropped = self.memory.clear()
         if self.disk is not None:
             dropped += self.disk.clear()
@@ -205,17 +182,18 @@ class BlockCache:
         return dropped
 
     def flush(self) -> None:
-        """Wait until the queued disk writes are done (tests, shutdown)."""
-        self._queue.join()
+        """Write the blocks waiting for the disk now, and wait for them
+        (tests, benchmarks)."""
+        if self._writeback is not None:
+            self._writeback.flush()
 
     def close(self) -> None:
-        """Finish queued disk writes, stop the writer and close the disk tier."""
-        with self._closing:
-            if self._closed:
-                return
-            self._closed = True
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join()
+        """Write the waiting blocks (for a few seconds at most), stop the
+        writer and close the disk tier."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writeback is not None:
+            self._writeback.close()
         if self.disk is not None:
             self.disk.close()
