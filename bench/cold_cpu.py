@@ -5,10 +5,11 @@ same object with 16 parallel ranged GETs; the CPU seconds of every process,
 from /proc/PID/stat. On a machine with few cores the ratio of the two totals
 bounds what a cold read through the cluster can reach.
 
-    .venv/bin/python bench/cold_cpu.py [NODE_DISK]
+    .venv/bin/python bench/cold_cpu.py [NODE_DISK] [BLOCK]
 
 ``NODE_DISK`` is the size of the cache nodes' disk tiers (default 0: none;
-``bench/compare.py`` gives them 4GiB), to see what writing blocks there costs.
+``bench/compare.py`` gives them 4GiB), to see what writing blocks there costs;
+``BLOCK`` the bucket's block size (default 4MiB), used for the GETs' ranges too.
 """
 
 import os
@@ -21,9 +22,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from compare import COLD, cold_cluster, s3_parallel_get, seq  # noqa: E402
 
+from dcfs.blocks import DEFAULT_BLOCK_SIZE  # noqa: E402
+from dcfs.sizes import parse_size  # noqa: E402
+
 MiB = 1024 * 1024
 SIZE = 1024 * MiB
 NODE_DISK = sys.argv[1] if len(sys.argv) > 1 else "0"  # the nodes' disk tiers
+BLOCK = parse_size(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_BLOCK_SIZE
 
 
 def cpu_seconds(pid: int) -> float:
@@ -37,7 +42,9 @@ def own_cpu_seconds() -> float:
 
 
 def main() -> None:
-    with cold_cluster(SIZE, NODE_DISK, "--pretouch") as cold:
+    with cold_cluster(
+        SIZE, NODE_DISK, "--pretouch", metadata_args=("--block-size", str(BLOCK))
+    ) as cold:
         assert cold.server.proc is not None
         weed = cold.server.proc.pid
         pids = {child.name: child.process.pid for child in cold.cluster.children}
@@ -51,7 +58,7 @@ def main() -> None:
         print(f"  {'total':<10} {sum(spent.values()):5.2f} CPU-s")
 
         weed_before, own_before = cpu_seconds(weed), own_cpu_seconds()
-        mib_s = s3_parallel_get(cold.server, "", "cold", "big.bin", SIZE, 16)
+        mib_s = s3_parallel_get(cold.server, "", "cold", "big.bin", SIZE, 16, BLOCK)
         weed_spent, own_spent = cpu_seconds(weed) - weed_before, own_cpu_seconds() - own_before
         print(f"16 parallel GETs: {mib_s:.0f} MiB/s")
         print(f"  seaweedfs  {weed_spent:5.2f} CPU-s")

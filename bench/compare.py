@@ -177,7 +177,9 @@ def seaweed_object(size: int, bucket: str, prefix: str) -> Iterator[tuple[Seawee
 
 
 @contextlib.contextmanager
-def cold_cluster(size: int, node_disk: str, *mount_args: str) -> Iterator[ColdCluster]:
+def cold_cluster(
+    size: int, node_disk: str, *mount_args: str, metadata_args: tuple[str, ...] = ()
+) -> Iterator[ColdCluster]:
     """A SeaweedFS server holding ``size`` random bytes as s3://cold/big.bin
     and a dcfs cluster over it: two cache nodes (2 GiB of memory,
     ``node_disk`` of disk) and a mount (2 GiB of memory, no disk, then
@@ -186,7 +188,7 @@ def cold_cluster(size: int, node_disk: str, *mount_args: str) -> Iterator[ColdCl
         seaweed_object(size, "cold", "dcfs-cold-") as (server, work),
         LocalCluster(work / "state", log_dir=work / "logs") as cluster,
     ):
-        cluster.start_metadata("s3://cold", endpoint_url=server.endpoint_url)
+        cluster.start_metadata("s3://cold", *metadata_args, endpoint_url=server.endpoint_url)
         nodes = [cluster.start_node("2GiB", node_disk) for _ in range(2)]
         mnt = work / "mnt"
         mnt.mkdir()
