@@ -51,7 +51,6 @@ class BlockCache:
             else WriteBack(disk, checksum=checksum, max_evicted=max_evicted_writes)
         )
         self.emptied = 0  # times empty() ran (the stats file shows it)
-        self._closed = False
 
     @property
     def dropped_writes(self) -> int:
@@ -189,10 +188,8 @@ class BlockCache:
 
     def close(self) -> None:
         """Write the waiting blocks (for a few seconds at most), stop the
-        writer and close the disk tier."""
-        if self._closed:
-            return
-        self._closed = True
+        writer and close the disk tier; again, it does nothing (both are
+        idempotent)."""
         if self._writeback is not None:
             self._writeback.close()
         if self.disk is not None:
