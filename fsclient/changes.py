@@ -109,6 +109,7 @@ class ChangeFollower:
                     lost = False
                     delay = self._min_backoff_s
                     self.apply(batch)
+                    self._attrs.heard()  # what it said is applied: cached entries hold
                     with self._lock:
                         self._heard = time.monotonic()
             except grpc.RpcError as exc:
@@ -117,6 +118,7 @@ class ChangeFollower:
                 if not lost:
                     log.info("change stream lost (%s): reconnecting", describe_rpc_error(exc))
                 lost = True
+            self._attrs.stream_lost()
             with self._lock:
                 self._call = None
             self.connected.clear()
@@ -138,6 +140,9 @@ class ChangeFollower:
         elif batch.changes:
             # The client's cache first: from now on, lookups fetch afresh.
             self._attrs.forget(*(c.inode for c in batch.changes if c.kind != dcfs_pb2.Change.ADDED))
+            for change in batch.changes:
+                if change.kind == dcfs_pb2.Change.ADDED:
+                    self._attrs.forget_name(change.parent, change.name)
             for change in batch.changes:
                 if change.kind == dcfs_pb2.Change.CHANGED:
                     self._kernel.invalidate_inode(change.inode)

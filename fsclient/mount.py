@@ -97,7 +97,7 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     router.start(wait_for_streams=config.pretouch)
     stats_file = StatsFile(
         config.cache_dir / "stats.json",
-        lambda: {**cache.report(), "fetches": _fetches(router)},
+        lambda: {**cache.report(), "fetches": _fetches(router), "lookups": dict(ops.lookups)},
         config.stats_interval_s,
     )
 

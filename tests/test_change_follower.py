@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,6 +152,28 @@ def test_follower_resumes_across_a_restart(tmp_path: Path, bucket: HeadStore) ->
             service.stop()
 
 
+def test_a_live_stream_keeps_names_past_the_timeout(tmp_path: Path, bucket: HeadStore) -> None:
+    service = Service(tmp_path / "db", bucket)
+    service.start()
+    try:
+        with rpc.channel(service.address) as chan:
+            stub = dcfs_pb2_grpc.MetadataStub(chan)
+            ns = NamespaceClient(stub, attr_ttl_s=0.2)
+            follower = start_follower(stub, ns, RecordingKernel())
+            try:
+                d = ns.lookup(ROOT_INODE, "d")
+                assert d is not None and ns.lookup(d.inode, "a") is not None
+                time.sleep(0.5)  # past the timeout: the stream vouches
+                assert ns.attrs.lookup(d.inode, "a") is not None
+                service.stop()
+                assert wait_until(lambda: not follower.connected.is_set(), 10), "no break"
+                assert ns.attrs.lookup(d.inode, "a") is None  # back to the timeout
+            finally:
+                follower.stop()
+    finally:
+        service.stop()
+
+
 def test_follower_resets_when_too_far_behind(tmp_path: Path, bucket: HeadStore) -> None:
     service = Service(tmp_path / "db", bucket)
     service.start()
@@ -236,6 +259,74 @@ def test_attr_cache_refuses_replies_older_than_a_forget() -> None:
     assert cache.put(attr, cache.epoch, parent=1, name="f") and cache.get(7) == attr
     assert cache.put(dcfs_pb2.Attr(inode=7, etag="new"))  # a getattr keeps the name
     assert cache.drain() == [(9, 0, ""), (7, 1, "f")] and cache.get(7) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_attr_cache_answers_names_past_the_timeout_while_the_stream_vouches() -> None:
+    clock = FakeClock()
+    cache = AttrCache(ttl_s=30, vouch_s=15, clock=clock)
+    a = dcfs_pb2.Attr(inode=7, etag="e")
+    cache.put(a, parent=1, name="a")  # no stream yet: the timeout holds
+    clock.now += 29
+    assert cache.lookup(1, "a") == a and cache.get(7) == a
+    clock.now += 2
+    assert cache.lookup(1, "a") is None and cache.get(7) is None
+
+    cache.heard()  # the stream is up
+    cache.put(a, parent=1, name="a")
+    for _ in range(10):  # 100 s, hearing from the stream every 10 s
+        clock.now += 10
+        cache.heard()
+    assert cache.lookup(1, "a") == a and cache.get(7) == a
+    clock.now += 16  # silent longer than vouch_s: back to the timeout
+    assert cache.lookup(1, "a") is None
+
+    cache.heard()
+    cache.put(a, parent=1, name="a")
+    cache.stream_lost()
+    cache.heard()  # another stream: it never saw this entry cached
+    clock.now += 31
+    assert cache.lookup(1, "a") is None
+
+
+def test_attr_cache_keeps_names_with_their_inodes() -> None:
+    cache = AttrCache(ttl_s=300, max_entries=2)
+    a, b, c = (dcfs_pb2.Attr(inode=i) for i in (7, 8, 9))
+    cache.put(a, parent=1, name="a")
+    assert (
+        cache.lookup(1, "a") == a and cache.lookup(1, "b") is None and cache.lookup(2, "a") is None
+    )
+    cache.put(a, parent=2, name="a2")  # seen under another name: the old one goes
+    assert cache.lookup(1, "a") is None and cache.lookup(2, "a2") == a
+    cache.put(dcfs_pb2.Attr(inode=7, etag="x"))  # a getattr keeps the name
+    assert cache.lookup(2, "a2") == dcfs_pb2.Attr(inode=7, etag="x")
+    cache.forget(7)
+    assert cache.lookup(2, "a2") is None
+    cache.put(b, parent=1, name="b")
+    cache.forget_name(1, "b")  # the follower: "b" was added anew
+    assert cache.lookup(1, "b") is None and cache.get(8) is None
+    cache.put(a, parent=1, name="a")
+    cache.put(b, parent=1, name="b")
+    cache.put(c, parent=1, name="c")  # over max_entries: the oldest goes, with its name
+    assert cache.lookup(1, "a") is None and cache.lookup(1, "c") == c
+    assert cache.drain() == [(8, 1, "b"), (9, 1, "c")] and cache.lookup(1, "b") is None
+
+
+def test_follower_forgets_a_name_added_anew() -> None:
+    cache = AttrCache(ttl_s=300)
+    cache.put(dcfs_pb2.Attr(inode=5), parent=1, name="x")
+    kernel = RecordingKernel()
+    follower = ChangeFollower(SilentStub(), cache, kernel, 1)
+    added = dcfs_pb2.Change(kind=dcfs_pb2.Change.ADDED, inode=9, parent=1, name="x")
+    follower.apply(dcfs_pb2.ChangeBatch(generation=2, changes=[added]))
+    assert cache.lookup(1, "x") is None and kernel.entries == [(1, "x")]
 
 
 def test_open_files_keep_versions_apart() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -200,6 +201,30 @@ def test_an_open_handle_reads_the_version_it_opened(bucket: Bucket, following: F
         os.close(fd)
     assert (mnt / key).read_bytes() == new
     print(f"after the overwrite the old handle got {errors} errors, the rest old bytes")
+
+
+def test_names_past_the_timeout_come_from_the_client_cache(
+    bucket: Bucket, following: Following
+) -> None:
+    """With the kernel's timeouts at 1 s, a name looked up again later is
+    answered by the mount's own cache, which the change stream vouches for;
+    a change still shows."""
+    cluster, key = following.cluster, "vouch/v.txt"
+    bucket.put(key, b"one")
+    with mounted(cluster, cluster.state_dir / "mnt-short", "--attr-timeout", "1", name="short"):
+        f = cluster.state_dir / "mnt-short" / key
+        stats = cluster.state_dir / "short" / "stats.json"
+
+        def lookups() -> dict[str, int]:
+            counts: dict[str, int] = json.loads(stats.read_text())["lookups"]
+            return counts
+
+        assert settle(f.read_bytes, b"one") == b"one"
+        time.sleep(2.5)  # past the kernel's timeouts and the cache's own
+        assert f.read_bytes() == b"one"
+        assert settle(lambda: lookups()["cached"] >= 2, True), lookups()  # "vouch", "v.txt"
+        bucket.put(key, b"two, longer")
+        assert settle(f.read_bytes, b"two, longer") == b"two, longer"
 
 
 def test_consistency_open_sees_an_overwrite_at_once(

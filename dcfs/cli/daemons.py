@@ -136,7 +136,9 @@ def register(commands: Subparsers) -> None:
         "--attr-timeout",
         type=seconds_arg,
         default=30.0,
-        help="seconds the kernel may cache names and attributes",
+        help="seconds the kernel may cache names and attributes; the mount's own cache "
+        "keeps them longer while its change stream vouches for them (see the README's "
+        "consistency contract)",
     )
     p.add_argument(
         "--peer-timeout",
