@@ -124,6 +124,7 @@ class ChangeFollower:
             self.connected.clear()
             self._stop.wait(delay)
             delay = min(delay * 2, self._max_backoff_s)
+        self._attrs.stream_lost()  # stopped: nothing vouches for the cache any more
 
     def _watch(self) -> None:
         while not self._stop.wait(self._stall_s / 4):

@@ -168,6 +168,12 @@ def test_a_live_stream_keeps_names_past_the_timeout(tmp_path: Path, bucket: Head
                 service.stop()
                 assert wait_until(lambda: not follower.connected.is_set(), 10), "no break"
                 assert ns.attrs.lookup(d.inode, "a") is None  # back to the timeout
+                service.start()
+                assert wait_until(follower.connected.is_set, 10), "no reconnect"
+                assert ns.lookup(d.inode, "a") is not None
+                follower.stop()  # a stopped follower vouches for nothing
+                time.sleep(0.5)
+                assert ns.attrs.lookup(d.inode, "a") is None
             finally:
                 follower.stop()
     finally:
