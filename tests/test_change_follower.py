@@ -15,7 +15,7 @@ import grpc
 import pytest
 from clusters import wait_until
 from test_metadata_changes import HeadStore
-from test_metadata_service import code_of
+from test_metadata_service import FakeClock, code_of
 
 from dcfs import rpc
 from dcfs.blocks import ObjectVersion
@@ -265,14 +265,6 @@ def test_attr_cache_refuses_replies_older_than_a_forget() -> None:
     assert cache.put(attr, cache.epoch, parent=1, name="f") and cache.get(7) == attr
     assert cache.put(dcfs_pb2.Attr(inode=7, etag="new"))  # a getattr keeps the name
     assert cache.drain() == [(9, 0, ""), (7, 1, "f")] and cache.get(7) is None
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_attr_cache_answers_names_past_the_timeout_while_the_stream_vouches() -> None:
