@@ -140,10 +140,11 @@ class ChangeFollower:
             self._reset()
         elif batch.changes:
             # The client's cache first: from now on, lookups fetch afresh.
-            self._attrs.forget(*(c.inode for c in batch.changes if c.kind != dcfs_pb2.Change.ADDED))
-            for change in batch.changes:
-                if change.kind == dcfs_pb2.Change.ADDED:
-                    self._attrs.forget_name(change.parent, change.name)
+            added = dcfs_pb2.Change.ADDED
+            self._attrs.forget(
+                *(c.inode for c in batch.changes if c.kind != added),
+                names=[(c.parent, c.name) for c in batch.changes if c.kind == added],
+            )
             for change in batch.changes:
                 if change.kind == dcfs_pb2.Change.CHANGED:
                     self._kernel.invalidate_inode(change.inode)

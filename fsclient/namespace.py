@@ -23,7 +23,7 @@ fetched.
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import grpc
@@ -104,14 +104,17 @@ class AttrCache:
         if found is None:
             return None
         now = self._clock()
-        vouched = (
-            found.session == self._session and self._following and now - self._heard < self._vouch_s
-        )
-        if found.expires < now and not vouched:
+        if found.expires < now and not self._vouched(found, now):
             self._drop(inode)
             return None
         self._entries.move_to_end(inode)
         return found
+
+    def _vouched(self, entry: _Entry, now: float) -> bool:
+        """Cached under the change stream that is up, and heard from lately."""
+        return (
+            entry.session == self._session and self._following and now - self._heard < self._vouch_s
+        )
 
     def put(
         self, attr: dcfs_pb2.Attr, epoch: int | None = None, parent: int = 0, name: str = ""
@@ -141,23 +144,19 @@ class AttrCache:
         if gone is not None and gone.parent and self._names.get((gone.parent, gone.name)) == inode:
             del self._names[(gone.parent, gone.name)]
 
-    def forget(self, *inodes: int) -> None:
+    def forget(self, *inodes: int, names: Iterable[tuple[int, str]] = ()) -> None:
+        """Drop these inodes, and the inodes these ``(parent, name)`` pairs
+        name (a name added anew may have meant another inode before)."""
         with self._lock:
             self._epoch += 1
-            for inode in inodes:
+            named = (self._names.get(key) for key in names)
+            for inode in [*inodes, *(i for i in named if i is not None)]:
                 self._drop(inode)
                 self._forgotten[inode] = self._epoch
                 self._forgotten.move_to_end(inode)
             while len(self._forgotten) > self._max_forgotten:
                 _, epoch = self._forgotten.popitem(last=False)
                 self._lost = max(self._lost, epoch)
-
-    def forget_name(self, parent: int, name: str) -> None:
-        """``name`` in ``parent`` now names something else (or nothing)."""
-        with self._lock:
-            inode = self._names.get((parent, name))
-        if inode is not None:
-            self.forget(inode)
 
     def heard(self) -> None:
         """The change stream delivered (and what it said is applied): the

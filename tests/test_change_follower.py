@@ -308,7 +308,7 @@ def test_attr_cache_keeps_names_with_their_inodes() -> None:
     cache.forget(7)
     assert cache.lookup(2, "a2") is None
     cache.put(b, parent=1, name="b")
-    cache.forget_name(1, "b")  # the follower: "b" was added anew
+    cache.forget(names=[(1, "b")])  # the follower: "b" was added anew
     assert cache.lookup(1, "b") is None and cache.get(8) is None
     cache.put(a, parent=1, name="a")
     cache.put(b, parent=1, name="b")
