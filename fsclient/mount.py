@@ -19,6 +19,7 @@ from dcfs.cluster import fetch_cluster_info
 from dcfs.errors import ConfigError
 from dcfs.objstore import open_store
 from dcfs.sizes import format_size
+from fsclient import fuseloop
 from fsclient.changes import ChangeFollower
 from fsclient.freshness import OpenCheck
 from fsclient.kernel import FuseKernel
@@ -95,9 +96,15 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     )
     follower = ChangeFollower(metadata, namespace.attrs, kernel, info.generation)
     router.start(wait_for_streams=config.pretouch)
+    waiter = fuseloop.QueuedFirst()
     stats_file = StatsFile(
         config.cache_dir / "stats.json",
-        lambda: {**cache.report(), "fetches": _fetches(router), "lookups": dict(ops.lookups)},
+        lambda: {
+            **cache.report(),
+            "fetches": _fetches(router),
+            "lookups": dict(ops.lookups),
+            "requests": {"found_queued": waiter.immediate, "waited_for": waiter.waited},
+        },
         config.stats_interval_s,
     )
 
@@ -114,9 +121,11 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
     log.info("mounted %s on %s", info.bucket_url, config.mountpoint)
     follower.start()
     stats_file.start()
+    fuseloop.install(waiter)
     try:
         trio.run(_serve, config, on_ready, follower, stats_file, cache)
     finally:
+        fuseloop.uninstall()
         follower.stop()  # its kernel calls need the session: before close
         pyfuse3.close(unmount=True)
         router.stop()

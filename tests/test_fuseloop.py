@@ -1,0 +1,75 @@
+"""fsclient.fuseloop: a queued request is taken without trio's wait, at most
+MAX_STREAK times in a row; anything but a plain "readable" takes trio's wait."""
+
+import os
+
+import pyfuse3
+import trio
+
+from fsclient import fuseloop
+
+
+def test_a_queued_request_skips_the_wait_up_to_the_streak() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        waiter = fuseloop.QueuedFirst(max_streak=3)
+
+        async def main() -> None:
+            os.write(write_end, b"x")  # "a request is queued", and stays so
+            for _ in range(7):
+                await waiter.wait_readable(read_end)
+
+        trio.run(main)
+        # 3 at once, then one real wait (a checkpoint), then 3 more, then one.
+        assert (waiter.immediate, waiter.waited) == (6, 1)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_an_empty_queue_waits_until_a_request_arrives() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        waiter = fuseloop.QueuedFirst()
+        woke: list[bytes] = []
+
+        async def main() -> None:
+            async def arrive() -> None:
+                await trio.sleep(0.05)
+                os.write(write_end, b"x")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(arrive)
+                await waiter.wait_readable(read_end)
+                woke.append(os.read(read_end, 1))
+
+        trio.run(main)
+        assert woke == [b"x"]
+        assert (waiter.immediate, waiter.waited) == (0, 1)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_hung_up_fd_takes_trios_wait() -> None:
+    """A closed writer (POLLHUP; an unmounted /dev/fuse reports POLLERR) is
+    not a queued request: trio's own wait reports it."""
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    try:
+        waiter = fuseloop.QueuedFirst()
+        trio.run(waiter.wait_readable, read_end)
+        assert (waiter.immediate, waiter.waited) == (0, 1)
+    finally:
+        os.close(read_end)
+
+
+def test_install_hands_pyfuse3_the_waiter_and_the_rest_of_trio() -> None:
+    waiter = fuseloop.install()
+    try:
+        assert pyfuse3.trio.lowlevel.wait_readable == waiter.wait_readable  # type: ignore[attr-defined]
+        assert pyfuse3.trio.Lock is trio.Lock  # type: ignore[attr-defined]
+        assert pyfuse3.trio.lowlevel.notify_closing is trio.lowlevel.notify_closing  # type: ignore[attr-defined]
+    finally:
+        fuseloop.uninstall()
+    assert pyfuse3.trio is trio  # type: ignore[attr-defined]
