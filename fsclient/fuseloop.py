@@ -1,14 +1,19 @@
-"""pyfuse3's request loop without a scheduler round trip per queued request.
+"""pyfuse3's request loop without scheduler round trips per queued request.
 
-pyfuse3 waits for ``/dev/fuse`` with ``trio.lowlevel.wait_readable`` before
-every request, even when the next one is already queued (a small file's
-RELEASE is followed at once by the next file's OPEN): each wait registers
-the fd with epoll and goes through trio's scheduler. ``install`` hands
-pyfuse3 a view of trio whose ``wait_readable`` first asks ``poll`` with no
-timeout and returns at once when a request is waiting, at most
-``MAX_STREAK`` times in a row, so the loop still yields to trio's other
-tasks (threads finishing cold reads, signals) between bursts. Anything but a
-plain "readable" (an unmounted or aborted connection) takes trio's own wait.
+Before every request pyfuse3 takes a ``trio.Lock`` (one reader of
+``/dev/fuse`` at a time) and waits with ``trio.lowlevel.wait_readable``,
+even when the next request is already queued (a small file's RELEASE is
+followed at once by the next file's OPEN). Both go through trio's
+scheduler: trio's lock checkpoints even when free, and each wait registers
+the fd with epoll. ``install`` hands pyfuse3 a view of trio with
+
+- a ``wait_readable`` that first asks ``poll`` with no timeout and returns
+  at once when a request is waiting, at most ``MAX_STREAK`` times in a row,
+  so the loop still yields to trio's other tasks (threads finishing cold
+  reads, signals) between bursts; anything but a plain "readable" (an
+  unmounted or aborted connection) takes trio's own wait;
+- a ``Lock`` that is taken without a checkpoint when free and handed
+  straight to the next waiter when released.
 
 pyfuse3 reads the trio module through its module attribute ``trio``, which
 it documents as replaceable (``pyfuse3.asyncio`` swaps it the same way).
@@ -65,12 +70,34 @@ class QueuedFirst:
         await trio.lowlevel.wait_readable(fd)
 
 
+class HandOverLock:
+    """The lock of pyfuse3's readers (``async with`` only): free, it is taken
+    at once; released, it passes to the longest waiter, which holds it when
+    it runs. A waiter cancelled before that leaves the line, as with trio's."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters = trio.lowlevel.ParkingLot()
+
+    async def __aenter__(self) -> None:
+        if self._held:
+            await self._waiters.park()  # returns holding the lock
+        else:
+            self._held = True
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._waiters:
+            self._waiters.unpark()
+        else:
+            self._held = False
+
+
 def install(waiter: QueuedFirst | None = None) -> QueuedFirst:
-    """Make pyfuse3 wait with ``waiter`` (a new one by default); call before
-    ``pyfuse3.main``."""
+    """Make pyfuse3 wait with ``waiter`` (a new one by default) and lock with
+    ``HandOverLock``; call before ``pyfuse3.main``."""
     waiter = waiter or QueuedFirst()
     lowlevel = _Delegate("trio.lowlevel", trio.lowlevel, wait_readable=waiter.wait_readable)
-    pyfuse3.trio = _Delegate("trio", trio, lowlevel=lowlevel)  # type: ignore[attr-defined]
+    pyfuse3.trio = _Delegate("trio", trio, lowlevel=lowlevel, Lock=HandOverLock)  # type: ignore[attr-defined]
     return waiter
 
 

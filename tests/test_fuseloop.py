@@ -5,6 +5,7 @@ import os
 
 import pyfuse3
 import trio
+import trio.testing
 
 from fsclient import fuseloop
 
@@ -64,11 +65,65 @@ def test_a_hung_up_fd_takes_trios_wait() -> None:
         os.close(read_end)
 
 
+def test_a_free_lock_is_taken_without_a_checkpoint() -> None:
+    """Even in a cancelled scope (trio's own lock would raise Cancelled)."""
+    entered: list[bool] = []
+
+    async def main() -> None:
+        lock = fuseloop.HandOverLock()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            async with lock:
+                entered.append(True)
+
+    trio.run(main)
+    assert entered == [True]
+
+
+def test_the_lock_passes_to_its_waiters_in_turn_and_skips_a_cancelled_one() -> None:
+    order: list[str] = []
+
+    async def main() -> None:
+        lock = fuseloop.HandOverLock()
+        inside = 0
+
+        async def use(name: str) -> None:
+            nonlocal inside
+            async with lock:
+                inside += 1
+                assert inside == 1, "two holders at once"
+                order.append(name)
+                await trio.sleep(0.01)
+                inside -= 1
+
+        async with trio.open_nursery() as nursery:
+            await lock.__aenter__()  # held: the others queue up
+            for name in ("a", "b", "c"):
+                nursery.start_soon(use, name)
+                await trio.testing.wait_all_tasks_blocked()
+            cancelled = trio.CancelScope()
+
+            async def give_up() -> None:
+                with cancelled:
+                    await use("gave up")
+
+            nursery.start_soon(give_up)
+            nursery.start_soon(use, "d")
+            await trio.testing.wait_all_tasks_blocked()
+            cancelled.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            await lock.__aexit__(None, None, None)
+
+    trio.run(main)
+    assert order == ["a", "b", "c", "d"]
+
+
 def test_install_hands_pyfuse3_the_waiter_and_the_rest_of_trio() -> None:
     waiter = fuseloop.install()
     try:
         assert pyfuse3.trio.lowlevel.wait_readable == waiter.wait_readable  # type: ignore[attr-defined]
-        assert pyfuse3.trio.Lock is trio.Lock  # type: ignore[attr-defined]
+        assert pyfuse3.trio.Lock is fuseloop.HandOverLock  # type: ignore[attr-defined]
+        assert pyfuse3.trio.open_nursery is trio.open_nursery  # type: ignore[attr-defined]
         assert pyfuse3.trio.lowlevel.notify_closing is trio.lowlevel.notify_closing  # type: ignore[attr-defined]
     finally:
         fuseloop.uninstall()
