@@ -12,11 +12,14 @@ the fd with epoll. ``install`` hands pyfuse3 a view of trio with
   so the loop still yields to trio's other tasks (threads finishing cold
   reads, signals) between bursts; anything but a plain "readable" (an
   unmounted or aborted connection) takes trio's own wait;
-- a ``Lock`` that is taken without a checkpoint when free and handed
-  straight to the next waiter when released.
+- a ``Lock`` that is taken without a checkpoint when free and, released,
+  wakes a waiter but stays free: pyfuse3's reader that just took a request
+  takes it again for the next one instead of parking behind the reader it
+  woke.
 
-pyfuse3 reads the trio module through its module attribute ``trio``, which
-it documents as replaceable (``pyfuse3.asyncio`` swaps it the same way).
+pyfuse3 looks the trio module up through its module attribute ``trio`` at
+each use; ``pyfuse3.asyncio`` replaces it the same way. pyfuse3's version is
+pinned (``constraints.txt``); the tests mount through this loop.
 """
 
 import select
@@ -70,34 +73,35 @@ class QueuedFirst:
         await trio.lowlevel.wait_readable(fd)
 
 
-class HandOverLock:
-    """The lock of pyfuse3's readers (``async with`` only): free, it is taken
-    at once; released, it passes to the longest waiter, which holds it when
-    it runs. A waiter cancelled before that leaves the line, as with trio's."""
+class BargingLock:
+    """The lock of pyfuse3's readers (``async with`` only), taken at once
+    when free. Released, it wakes its longest waiter but stays free: the
+    task that released it, done with its request, may take it again at once
+    and go on with the next queued request, instead of handing over and
+    parking (a scheduler round per request); the woken waiter takes it if
+    free when it runs, or waits again."""
 
     def __init__(self) -> None:
         self._held = False
         self._waiters = trio.lowlevel.ParkingLot()
 
     async def __aenter__(self) -> None:
-        if self._held:
-            await self._waiters.park()  # returns holding the lock
-        else:
-            self._held = True
+        while self._held:
+            await self._waiters.park()
+        self._held = True
 
     async def __aexit__(self, *exc: object) -> None:
+        self._held = False
         if self._waiters:
             self._waiters.unpark()
-        else:
-            self._held = False
 
 
 def install(waiter: QueuedFirst | None = None) -> QueuedFirst:
     """Make pyfuse3 wait with ``waiter`` (a new one by default) and lock with
-    ``HandOverLock``; call before ``pyfuse3.main``."""
+    ``BargingLock``; call before ``pyfuse3.main``."""
     waiter = waiter or QueuedFirst()
     lowlevel = _Delegate("trio.lowlevel", trio.lowlevel, wait_readable=waiter.wait_readable)
-    pyfuse3.trio = _Delegate("trio", trio, lowlevel=lowlevel, Lock=HandOverLock)  # type: ignore[attr-defined]
+    pyfuse3.trio = _Delegate("trio", trio, lowlevel=lowlevel, Lock=BargingLock)  # type: ignore[attr-defined]
     return waiter
 
 

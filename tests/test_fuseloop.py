@@ -1,5 +1,7 @@
 """fsclient.fuseloop: a queued request is taken without trio's wait, at most
-MAX_STREAK times in a row; anything but a plain "readable" takes trio's wait."""
+MAX_STREAK times in a row; anything but a plain "readable" takes trio's wait;
+the readers' lock is taken without a checkpoint and may be taken again by
+the task that released it."""
 
 import os
 
@@ -70,7 +72,7 @@ def test_a_free_lock_is_taken_without_a_checkpoint() -> None:
     entered: list[bool] = []
 
     async def main() -> None:
-        lock = fuseloop.HandOverLock()
+        lock = fuseloop.BargingLock()
         with trio.CancelScope() as scope:
             scope.cancel()
             async with lock:
@@ -84,7 +86,7 @@ def test_the_lock_passes_to_its_waiters_in_turn_and_skips_a_cancelled_one() -> N
     order: list[str] = []
 
     async def main() -> None:
-        lock = fuseloop.HandOverLock()
+        lock = fuseloop.BargingLock()
         inside = 0
 
         async def use(name: str) -> None:
@@ -118,11 +120,36 @@ def test_the_lock_passes_to_its_waiters_in_turn_and_skips_a_cancelled_one() -> N
     assert order == ["a", "b", "c", "d"]
 
 
+def test_a_releaser_takes_the_lock_again_before_the_waiter_it_woke() -> None:
+    events: list[str] = []
+
+    async def main() -> None:
+        lock = fuseloop.BargingLock()
+
+        async def waiter() -> None:
+            async with lock:
+                events.append("waiter")
+
+        async with trio.open_nursery() as nursery:
+            await lock.__aenter__()
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            await lock.__aexit__(None, None, None)  # wakes the waiter, stays free
+            await lock.__aenter__()  # taken again at once
+            events.append("releaser again")
+            await trio.testing.wait_all_tasks_blocked()  # the waiter found it held
+            assert events == ["releaser again"]
+            await lock.__aexit__(None, None, None)
+
+    trio.run(main)
+    assert events == ["releaser again", "waiter"]
+
+
 def test_install_hands_pyfuse3_the_waiter_and_the_rest_of_trio() -> None:
     waiter = fuseloop.install()
     try:
         assert pyfuse3.trio.lowlevel.wait_readable == waiter.wait_readable  # type: ignore[attr-defined]
-        assert pyfuse3.trio.Lock is fuseloop.HandOverLock  # type: ignore[attr-defined]
+        assert pyfuse3.trio.Lock is fuseloop.BargingLock  # type: ignore[attr-defined]
         assert pyfuse3.trio.open_nursery is trio.open_nursery  # type: ignore[attr-defined]
         assert pyfuse3.trio.lowlevel.notify_closing is trio.lowlevel.notify_closing  # type: ignore[attr-defined]
     finally:
