@@ -54,22 +54,23 @@ class QueuedFirst:
         self._streak = 0
         self._poll = select.poll()
         self._registered: set[int] = set()
-        self.immediate = self.waited = 0  # how requests were found (tests, tuning)
+        self.found_queued = self.waited_for = 0  # how requests were found (stats file)
 
     def _queued(self, fd: int) -> bool:
         if fd not in self._registered:
             self._poll.register(fd, select.POLLIN)
             self._registered.add(fd)
         ready = self._poll.poll(0)
-        return bool(ready) and ready[0][1] & _BAD == 0 and ready[0][1] & select.POLLIN != 0
+        events = ready[0][1] if ready else 0
+        return events & select.POLLIN != 0 and events & _BAD == 0
 
     async def wait_readable(self, fd: int) -> None:
         if self._streak < self._max_streak and self._queued(fd):
             self._streak += 1
-            self.immediate += 1
+            self.found_queued += 1
             return
         self._streak = 0
-        self.waited += 1
+        self.waited_for += 1
         await trio.lowlevel.wait_readable(fd)
 
 

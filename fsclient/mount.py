@@ -103,7 +103,7 @@ def run_mount(config: MountConfig, on_ready: Callable[[], None]) -> None:
             **cache.report(),
             "fetches": _fetches(router),
             "lookups": dict(ops.lookups),
-            "requests": {"found_queued": waiter.immediate, "waited_for": waiter.waited},
+            "requests": {"found_queued": waiter.found_queued, "waited_for": waiter.waited_for},
         },
         config.stats_interval_s,
     )

@@ -24,7 +24,7 @@ def test_a_queued_request_skips_the_wait_up_to_the_streak() -> None:
 
         trio.run(main)
         # 3 at once, then one real wait (a checkpoint), then 3 more, then one.
-        assert (waiter.immediate, waiter.waited) == (6, 1)
+        assert (waiter.found_queued, waiter.waited_for) == (6, 1)
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -48,7 +48,7 @@ def test_an_empty_queue_waits_until_a_request_arrives() -> None:
 
         trio.run(main)
         assert woke == [b"x"]
-        assert (waiter.immediate, waiter.waited) == (0, 1)
+        assert (waiter.found_queued, waiter.waited_for) == (0, 1)
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -62,7 +62,7 @@ def test_a_hung_up_fd_takes_trios_wait() -> None:
     try:
         waiter = fuseloop.QueuedFirst()
         trio.run(waiter.wait_readable, read_end)
-        assert (waiter.immediate, waiter.waited) == (0, 1)
+        assert (waiter.found_queued, waiter.waited_for) == (0, 1)
     finally:
         os.close(read_end)
 

@@ -7,13 +7,12 @@ import json
 import mmap
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from clusters import Mounted, mounted, running_cluster
+from clusters import Mounted, mounted, running_cluster, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from seaweed import SeaweedServer
@@ -106,11 +105,13 @@ def test_queued_requests_are_taken_without_a_wait(mount: Mounted) -> None:
         digests = list(pool.map(lambda rel: _sha256(mount.mountpoint / rel), files))
     assert digests == [_sha256(mount.source / rel) for rel in files]
     stats = mount.cluster.state_dir / "mount" / "stats.json"
-    deadline = time.monotonic() + 30  # the file is rewritten every 2 s
-    while (found := json.loads(stats.read_text())["requests"]["found_queued"]) == 0:
-        assert time.monotonic() < deadline, "no request was found queued"
-        time.sleep(0.5)
-    assert found > 0
+
+    def found_queued() -> int:
+        found: int = json.loads(stats.read_text())["requests"]["found_queued"]
+        return found
+
+    # The file is rewritten every 2 s.
+    assert wait_until(lambda: found_queued() > 0, 30), "no request was found queued"
 
 
 def test_stat_of_files_and_directories(mount: Mounted) -> None:
