@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -65,14 +65,31 @@ SMALL = JobSpec("small-files", "small", "warm", direct=False, max_s=60)
 ROUNDS = 3
 
 
-def paired(ours: Callable[[], float], theirs: Callable[[], float]) -> tuple[float, float]:
+@dataclass
+class Paired:
+    """A row's two numbers, and the rounds they are the medians of."""
+
+    dcfs: float
+    baseline: float
+    rounds: list[tuple[float, float]] = field(default_factory=list)  # (dcfs, baseline)
+
+
+def ratio(value: float, base: float) -> float:
+    return value / base if base else 0.0
+
+
+def paired(
+    ours: Callable[[], float], theirs: Callable[[], float], *, theirs_first: bool = False
+) -> Paired:
     """The medians of ROUNDS runs of each, taken in turns."""
-    a: list[float] = []
-    b: list[float] = []
+    rounds = []
     for _ in range(ROUNDS):
-        a.append(ours())
-        b.append(theirs())
-    return statistics.median(a), statistics.median(b)
+        first, second = (theirs, ours) if theirs_first else (ours, theirs)
+        a, b = first(), second()
+        rounds.append((b, a) if theirs_first else (a, b))
+    return Paired(
+        statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds), rounds
+    )
 
 
 def cold_pairs(
@@ -83,7 +100,7 @@ def cold_pairs(
     large: Path,
     size: int,
     baseline: Callable[[], float],
-) -> tuple[float, float]:
+) -> Paired:
     """The medians of ROUNDS cold reads of ``large`` and of ROUNDS baseline
     runs, each baseline measured just before its cold read."""
     rounds = itertools.count()
@@ -99,8 +116,7 @@ def cold_pairs(
         shutil.rmtree(work / cluster_name, ignore_errors=True)  # its nodes' disk tiers
         return mib_s
 
-    base, cold = paired(baseline, cold_read)
-    return cold, base
+    return paired(cold_read, baseline, theirs_first=True)
 
 
 def seq(spec: JobSpec, path: Path, size: int) -> JobResult:
@@ -269,12 +285,16 @@ def main() -> None:
     # The baselines move the same unit as dcfs: GETs of one block's range,
     # gRPC messages of one block.
     block = args.block_size or DEFAULT_BLOCK_SIZE
-    rows: list[tuple[str, float, float, str]] = []  # what, dcfs, baseline, unit
+    rows: list[tuple[str, Paired, str]] = []  # what, the numbers, unit
 
-    def add(what: str, value: float, base: float, unit: str) -> None:
-        rows.append((what, value, base, unit))
-        ratio = value / base if base else 0
-        print(f"{what:<44} {value:>9.1f} {base:>9.1f} {unit:<8} {ratio:>5.2f}x", flush=True)
+    def add(what: str, result: Paired, unit: str) -> None:
+        rows.append((what, result, unit))
+        value, base = result.dcfs, result.baseline
+        print(f"{what:<44} {value:>9.1f} {base:>9.1f} {unit:<8} {ratio(value, base):>5.2f}x")
+        if result.rounds:
+            turns = ", ".join(f"{a:.0f} / {b:.0f} = {ratio(a, b):.2f}x" for a, b in result.rounds)
+            print(f"    rounds: {turns}")
+        sys.stdout.flush()
 
     work = Path(tempfile.mkdtemp(prefix="dcfs-compare-"))
     server = SeaweedServer()
@@ -306,7 +326,7 @@ def main() -> None:
             proxy_url = f"http://127.0.0.1:{proxy_port}"
             add(
                 f"cold seq read, bucket +{args.delay_ms:.0f} ms/request (vs 16 GETs)",
-                *cold_pairs(
+                cold_pairs(
                     work,
                     "delayed",
                     proxy_url,
@@ -321,7 +341,7 @@ def main() -> None:
             )
         add(
             "cold seq read from the bucket (vs 16 GETs)",
-            *cold_pairs(
+            cold_pairs(
                 work,
                 "cold",
                 server.endpoint_url,
@@ -356,7 +376,7 @@ def main() -> None:
             # on one trio thread either way. Both states are reported.
             add(
                 "small files, warm (vs passthrough, first threads)",
-                *paired(
+                paired(
                     lambda: small_files_per_s(mnt, small),
                     lambda: small_files_per_s(pt, small),
                 ),
@@ -366,7 +386,7 @@ def main() -> None:
             # ROUNDS each, so both see the same moments of this noisy VM.
             add(
                 "warm (client memory), 1 job, direct",
-                *paired(
+                paired(
                     lambda: seq(SEQ1, mnt / large, args.size).mib_s,
                     lambda: seq(SEQ1, pt / large, args.size).mib_s,
                 ),
@@ -374,7 +394,7 @@ def main() -> None:
             )
             add(
                 "warm (client memory), 4 jobs, direct",
-                *paired(
+                paired(
                     lambda: seq(SEQ4, mnt / large, args.size).mib_s,
                     lambda: seq(SEQ4, pt / large, args.size).mib_s,
                 ),
@@ -383,7 +403,7 @@ def main() -> None:
             read_through([mnt / large])  # the first buffered pass fills the page cache
             add(
                 "re-read, buffered (vs plain directory)",
-                *paired(
+                paired(
                     lambda: seq(REREAD, mnt / large, args.size).mib_s,
                     lambda: seq(REREAD, data / large, args.size).mib_s,
                 ),
@@ -391,7 +411,7 @@ def main() -> None:
             )
             add(
                 "small files, warm (vs passthrough, pool grown)",
-                *paired(
+                paired(
                     lambda: small_files_per_s(mnt, small),
                     lambda: small_files_per_s(pt, small),
                 ),
@@ -408,7 +428,7 @@ def main() -> None:
             read_through([short / p for p in small])
             add(
                 "small files, names timed out (vs passthrough)",
-                *paired(
+                paired(
                     lambda: small_files_per_s(short, small, pause_s=SHORT_TIMEOUT_PAUSE_S),
                     lambda: small_files_per_s(pt, small, pause_s=SHORT_TIMEOUT_PAUSE_S),
                 ),
@@ -416,7 +436,11 @@ def main() -> None:
             )
             rss = peak_rss(mount.process.pid)
             budget = 2048 * MiB + 256 * MiB + 200 * MiB
-            add("client peak RSS (vs memory+prefetch+200MiB)", rss / MiB, budget / MiB, "MiB")
+            add(
+                "client peak RSS (vs memory+prefetch+200MiB)",
+                Paired(rss / MiB, budget / MiB),
+                "MiB",
+            )
 
             peer = work / "mnt-peer"
             peer.mkdir()
@@ -425,8 +449,7 @@ def main() -> None:
             )
             add(
                 "peer hits: node memory -> client (vs bare grpc)",
-                seq(SEQ1, peer / large, args.size).mib_s,
-                bare_grpc,
+                Paired(seq(SEQ1, peer / large, args.size).mib_s, bare_grpc),
                 "MiB/s",
             )
 
@@ -439,7 +462,7 @@ def main() -> None:
             time.sleep(1)
             add(
                 "warm (client disk tier only), 1 job, direct",
-                *paired(
+                paired(
                     lambda: seq(SEQ1, disk / large, args.size).mib_s,
                     lambda: seq(SEQ1, pt / large, args.size).mib_s,
                 ),
@@ -448,7 +471,11 @@ def main() -> None:
         if args.json:
             args.json.write_text(
                 json.dumps(
-                    [{"what": w, "dcfs": v, "baseline": b, "unit": u} for w, v, b, u in rows],
+                    [
+                        {"what": w, "dcfs": r.dcfs, "baseline": r.baseline, "unit": u}
+                        | {"rounds": r.rounds}
+                        for w, r, u in rows
+                    ],
                     indent=2,
                 )
                 + "\n"
