@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from compare import COLD, cold_cluster, s3_parallel_get, seq  # noqa: E402
+from rigs import COLD, cold_cluster, s3_parallel_get, seq  # noqa: E402
 
 from dcfs.blocks import DEFAULT_BLOCK_SIZE  # noqa: E402
 from dcfs.sizes import parse_size  # noqa: E402

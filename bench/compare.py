@@ -1,58 +1,59 @@
 """The comparison behind the README's benchmark table: dcfs against the
 ceilings of this machine, measured side by side in one run.
 
-    .venv/bin/python bench/compare.py [--size 1GiB] [--delay-ms 20] [--block-size 4MiB]
-                                      [--json out.json]
+    .venv/bin/python bench/compare.py [--size 1GiB] [--small-files 2000] [--delay-ms 20]
+                                      [--block-size 4MiB] [--json out.json]
 
 It starts a SeaweedFS S3 server on loopback (and a delaying proxy in front of
 it), compiles libfuse's passthrough_ll example, and runs dcfs clusters over
-the bucket. Every process it starts is stopped by PID; every mount unmounted.
-The cold, warm, re-read and small-file rows are medians of three runs of
-dcfs and three of its baseline, taken in turns; each cold read goes through
-a new cluster and is compared to 16 GETs measured just before it. Peer hits
-and RSS are measured once. The baselines move dcfs's unit: the 16 GETs ask
+the bucket (the set-ups are in ``bench/rigs.py``). Every process it starts is
+stopped by PID; every mount unmounted. The cold, warm, re-read and
+small-file rows are medians of three runs of dcfs and three of its baseline,
+taken in turns, printed under each row and kept in ``--json``; each cold
+read goes through a new cluster and is compared to 16 GETs measured just
+before it. Peer hits and RSS are measured once. The baselines move dcfs's unit: the 16 GETs ask
 for one block's range each, the bare gRPC pair sends one block per message
 (the bucket delivers more to larger ranges here: 16 GETs of 4, 8 and 16 MiB
 ranges read 760-925, 896-1078 and 983-1254 MiB/s).
 """
 
 import argparse
-import contextlib
 import itertools
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import boto3
-from botocore.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import grpc_baseline  # noqa: E402
+from rigs import (  # noqa: E402
+    COLD,
+    dcfs_cluster,
+    passthrough,
+    process,
+    s3_parallel_get,
+    seq,
+    use_dummy_credentials,
+)
 from seaweed import SeaweedServer  # noqa: E402
 
 from dcfs import rpc  # noqa: E402
-from dcfs.bench import fio, pyreader  # noqa: E402
+from dcfs.bench import pyreader  # noqa: E402
 from dcfs.bench.data import drop_page_cache, read_through  # noqa: E402
-from dcfs.bench.jobs import JobResult, JobSpec  # noqa: E402
+from dcfs.bench.jobs import JobSpec  # noqa: E402
 from dcfs.blocks import DEFAULT_BLOCK_SIZE  # noqa: E402
-from dcfs.launcher import LocalCluster, unmount  # noqa: E402
+from dcfs.launcher import unmount  # noqa: E402
 from dcfs.sample import SampleSpec, make_sample  # noqa: E402
 from dcfs.sizes import parse_size  # noqa: E402
 
 MiB = 1024 * 1024
-PASSTHROUGH_SRC = Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
-COLD = JobSpec("seq-1m cold", "seq", "cold")  # one pass: the first one reads the bucket
 # Warm and re-read passes repeat for 2 s: one pass over 1 GiB at memory speed
 # lasts well under fio's millisecond clock can time.
 SEQ1 = JobSpec("seq-1m", "seq", "warm", min_s=2.0)
@@ -119,10 +120,6 @@ def cold_pairs(
     return paired(cold_read, baseline, theirs_first=True)
 
 
-def seq(spec: JobSpec, path: Path, size: int) -> JobResult:
-    return fio.run(spec, path, size) if fio.available() else pyreader.sequential(spec, path, size)
-
-
 def small_files_per_s(root: Path, names: list[str], pause_s: float = 0.0) -> float:
     """One pass over the files, their pages dropped first; ``pause_s`` after
     the drop lets the kernel's name and attribute timeouts run out."""
@@ -130,134 +127,6 @@ def small_files_per_s(root: Path, names: list[str], pause_s: float = 0.0) -> flo
     drop_page_cache(paths)
     time.sleep(pause_s)
     return pyreader.small_files(SMALL, paths).iops
-
-
-def use_dummy_credentials() -> None:
-    """SeaweedFS takes any key; dcfs's processes inherit these."""
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "any"),
-        ("AWS_SECRET_ACCESS_KEY", "any"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        os.environ.setdefault(name, value)
-
-
-def s3_parallel_get(
-    server: SeaweedServer,
-    endpoint: str,
-    bucket: str,
-    key: str,
-    size: int,
-    streams: int,
-    range_size: int = DEFAULT_BLOCK_SIZE,
-) -> float:
-    """MiB/s of ``streams`` threads doing ranged GETs of one object."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint or server.endpoint_url,
-        config=Config(max_pool_connections=streams),
-    )
-    ranges = [(o, min(size, o + range_size) - 1) for o in range(0, size, range_size)]
-    started = time.perf_counter()
-
-    def get(r: tuple[int, int]) -> int:
-        body = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={r[0]}-{r[1]}")["Body"]
-        return len(body.read())
-
-    with ThreadPoolExecutor(streams) as pool:
-        total = sum(pool.map(get, ranges))
-    return total / MiB / (time.perf_counter() - started)
-
-
-@dataclass
-class ColdCluster:
-    server: SeaweedServer
-    cluster: LocalCluster
-    nodes: list[str]  # their addresses
-    path: Path  # the object, through the mount
-
-
-@contextlib.contextmanager
-def seaweed_object(size: int, bucket: str, prefix: str) -> Iterator[tuple[SeaweedServer, Path]]:
-    """A SeaweedFS server holding ``size`` random bytes as
-    s3://``bucket``/big.bin, and a work directory that keeps a copy of them
-    as ``big``; both stop and go at the end."""
-    use_dummy_credentials()
-    work = Path(tempfile.mkdtemp(prefix=prefix))
-    server = SeaweedServer()
-    try:
-        server.start(work / "seaweed")
-        server.create_bucket(bucket)
-        (work / "big").write_bytes(os.urandom(size))
-        server.client().upload_file(str(work / "big"), bucket, "big.bin")
-        yield server, work
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def cold_cluster(
-    size: int, node_disk: str, *mount_args: str, metadata_args: tuple[str, ...] = ()
-) -> Iterator[ColdCluster]:
-    """A SeaweedFS server holding ``size`` random bytes as s3://cold/big.bin
-    and a dcfs cluster over it: two cache nodes (2 GiB of memory,
-    ``node_disk`` of disk) and a mount (2 GiB of memory, no disk, then
-    ``mount_args``). Everything stops and goes at the end."""
-    with (
-        seaweed_object(size, "cold", "dcfs-cold-") as (server, work),
-        LocalCluster(work / "state", log_dir=work / "logs") as cluster,
-    ):
-        cluster.start_metadata("s3://cold", *metadata_args, endpoint_url=server.endpoint_url)
-        nodes = [cluster.start_node("2GiB", node_disk) for _ in range(2)]
-        mnt = work / "mnt"
-        mnt.mkdir()
-        cluster.start_mount(mnt, "--memory", "2GiB", "--disk", "0", *mount_args)
-        yield ColdCluster(server, cluster, nodes, mnt / "big.bin")
-
-
-@contextlib.contextmanager
-def process(args: list[str]) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        proc.stdout.readline()  # "ready"
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def passthrough(work: Path, source: Path) -> Iterator[Path]:
-    binary = work / "passthrough_ll"
-    subprocess.run(
-        f"gcc -O2 -o {binary} {PASSTHROUGH_SRC} $(pkg-config --cflags --libs fuse3)",
-        shell=True,
-        check=True,
-    )
-    mnt = work / "passthrough-mnt"
-    mnt.mkdir()
-    subprocess.run([str(binary), "-o", f"source={source}", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        unmount(mnt)
-
-
-@contextlib.contextmanager
-def dcfs_cluster(
-    work: Path, name: str, url: str, endpoint: str, *metadata_args: str
-) -> Iterator[LocalCluster]:
-    state = work / name
-    cluster = LocalCluster(state, log_dir=state / "logs")
-    try:
-        cluster.start_metadata(url, *metadata_args, endpoint_url=endpoint)
-        for _ in range(2):
-            cluster.start_node("2GiB", "4GiB")
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def peak_rss(pid: int) -> int:

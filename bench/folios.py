@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from compare import cold_cluster  # noqa: E402
+from rigs import cold_cluster  # noqa: E402
 
 MiB = 1024 * 1024
 SIZE = 256 * MiB

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from cold_cpu import cpu_seconds  # noqa: E402
-from compare import seaweed_object  # noqa: E402
+from rigs import seaweed_object  # noqa: E402
 
 from dcfs.objstore.s3get import PresignedRangeGetter  # noqa: E402
 

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from compare import cold_cluster  # noqa: E402
+from rigs import cold_cluster  # noqa: E402
 
 from dcfs import rpc  # noqa: E402
 from protos import dcfs_pb2, dcfs_pb2_grpc  # noqa: E402
