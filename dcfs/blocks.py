@@ -4,6 +4,7 @@ Nothing is cached under a key alone: a block's identity includes the object's
 etag, so a changed object can never be served from a stale cache.
 """
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -46,6 +47,9 @@ class BlockRef:
         return self._id
 
 
+# A read asks for its block's id anew (each read builds its BlockRefs): the
+# recent ones are remembered, which saves a third of a warm 4 KiB read's Python.
+@functools.lru_cache(maxsize=4096)
 def block_id(version: ObjectVersion, index: int, block_size: int) -> str:
     key = version.key.encode("utf-8", "surrogateescape")
     etag = version.etag.encode("utf-8", "surrogateescape")
