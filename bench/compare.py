@@ -6,15 +6,16 @@ ceilings of this machine, measured side by side in one run.
 
 It starts a SeaweedFS S3 server on loopback (and a delaying proxy in front of
 it), compiles libfuse's passthrough_ll example, and runs dcfs clusters over
-the bucket (the set-ups are in ``bench/rigs.py``). Every process it starts is
-stopped by PID; every mount unmounted. The cold, warm, re-read and
-small-file rows are medians of three runs of dcfs and three of its baseline,
-taken in turns, printed under each row and kept in ``--json``; each cold
-read goes through a new cluster and is compared to 16 GETs measured just
-before it. Peer hits and RSS are measured once. The baselines move dcfs's unit: the 16 GETs ask
-for one block's range each, the bare gRPC pair sends one block per message
-(the bucket delivers more to larger ranges here: 16 GETs of 4, 8 and 16 MiB
-ranges read 760-925, 896-1078 and 983-1254 MiB/s).
+the bucket (the set-ups are in ``bench/rigs.py``). Every process it starts
+is stopped by PID; every mount unmounted. The cold, warm, re-read and
+small-file rows are medians of three runs of dcfs and three of its
+baseline, taken in turns, printed under each row and kept in ``--json``;
+each cold read goes through a new cluster and is compared to 16 GETs
+measured just before it. Peer hits and RSS are measured once. The
+baselines move dcfs's unit: the 16 GETs ask for one block's range each, the
+bare gRPC pair sends one block per message (the bucket delivers more to
+larger ranges here: 16 GETs of 4, 8 and 16 MiB ranges read 760-925,
+896-1078 and 983-1254 MiB/s).
 """
 
 import argparse
@@ -341,8 +342,13 @@ def main() -> None:
             args.json.write_text(
                 json.dumps(
                     [
-                        {"what": w, "dcfs": r.dcfs, "baseline": r.baseline, "unit": u}
-                        | {"rounds": r.rounds}
+                        {
+                            "what": w,
+                            "dcfs": r.dcfs,
+                            "baseline": r.baseline,
+                            "unit": u,
+                            "rounds": r.rounds,
+                        }
                         for w, r, u in rows
                     ],
                     indent=2,
