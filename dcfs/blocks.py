@@ -7,13 +7,17 @@ etag, so a changed object can never be served from a stale cache.
 import functools
 import hashlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectVersion:
-    """One version of one object: what a file handle is pinned to."""
+class ObjectVersion(NamedTuple):
+    """One version of one object: what a file handle is pinned to.
+
+    A named tuple: the read path builds and hashes versions on every request
+    (the block-id memo, the open-handle counts), which a tuple does in C.
+    """
 
     key: str
     etag: str

@@ -16,7 +16,7 @@ old handle could read pages a new one filled.
 """
 
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from dcfs.blocks import ObjectVersion
@@ -31,6 +31,12 @@ class OpenMode:
     stale_attrs: bool
 
 
+_SHARED = OpenMode(keep_cache=True, direct_io=True, stale_attrs=False)
+_CACHED = OpenMode(keep_cache=True, direct_io=False, stale_attrs=False)
+_FIRST = OpenMode(keep_cache=False, direct_io=False, stale_attrs=False)
+_REPLACED = OpenMode(keep_cache=False, direct_io=False, stale_attrs=True)
+
+
 class OpenFiles:
     """Thread-safe. Remembers the page cache's version of the last
     ``max_remembered`` inodes opened; a forgotten one is treated as unknown
@@ -39,32 +45,37 @@ class OpenFiles:
     def __init__(self, max_remembered: int = 65536) -> None:
         self._max_remembered = max_remembered
         self._lock = threading.Lock()
-        self._open: dict[int, Counter[ObjectVersion]] = {}
+        # inode -> open handles per version (plain dicts: an open of a small
+        # file runs this on the trio thread, where every microsecond counts).
+        self._open: dict[int, dict[ObjectVersion, int]] = {}
         self._cached: OrderedDict[int, int] = OrderedDict()
 
     def open(self, inode: int, version: ObjectVersion) -> OpenMode:
         fingerprint = hash(version)
         with self._lock:
-            versions = self._open.setdefault(inode, Counter())
-            others = any(v != version for v in versions)
-            versions[version] += 1
-            if others:
-                return OpenMode(keep_cache=True, direct_io=True, stale_attrs=False)
+            versions = self._open.get(inode)
+            if versions is None:
+                self._open[inode] = {version: 1}
+            else:
+                others = len(versions) > 1 or version not in versions
+                versions[version] = versions.get(version, 0) + 1
+                if others:
+                    return _SHARED
             cached = self._cached.pop(inode, None)
             self._cached[inode] = fingerprint
-            while len(self._cached) > self._max_remembered:
+            if len(self._cached) > self._max_remembered:
                 self._cached.popitem(last=False)
         if cached == fingerprint:
-            return OpenMode(keep_cache=True, direct_io=False, stale_attrs=False)
-        return OpenMode(keep_cache=False, direct_io=False, stale_attrs=cached is not None)
+            return _CACHED
+        return _FIRST if cached is None else _REPLACED
 
     def release(self, inode: int, version: ObjectVersion) -> None:
         with self._lock:
             versions = self._open.get(inode)
             if versions is None:
                 return
-            versions[version] -= 1
-            if versions[version] <= 0:
-                del versions[version]
-            if not versions:
+            left = versions.pop(version, 0) - 1
+            if left > 0:
+                versions[version] = left
+            elif not versions:
                 del self._open[inode]

@@ -32,7 +32,7 @@ T = TypeVar("T")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
-@dataclass
+@dataclass(slots=True)
 class FileHandle:
     version: ObjectVersion
     window: PrefetchWindow

@@ -8,7 +8,7 @@ counts as sequential."""
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(slots=True)
 class PrefetchWindow:
     max_blocks: int
     slack: int = 1024 * 1024

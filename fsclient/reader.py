@@ -69,20 +69,22 @@ class BlockReader:
         """The read if its one block is in the memory tier, else None.
 
         Never blocks, so the FUSE handler calls it on the trio thread and
-        skips the hop to a worker thread for the common warm read.
+        skips the hop to a worker thread for the common warm read (which is
+        why it works out its one block without building a list of them).
         """
-        refs = blocks_for_range(version, offset, size, self.block_size)
-        if len(refs) != 1:
+        block_size = self.block_size
+        index, start = divmod(offset, block_size)
+        end = min(version.size, offset + size)
+        if end <= offset or (end - 1) // block_size != index:
             return None
-        start = offset - refs[0].offset
+        ref = BlockRef(version, index, block_size)
         fresh = window.unread_from(offset) if window is not None else 0
-        served = min(size, refs[0].length - start)
-        data = self.cache.from_memory(refs[0], served=served, reference=refs[0].offset >= fresh)
+        data = self.cache.from_memory(ref, served=end - offset, reference=offset - start >= fresh)
         if data is None:
             return None
         if window is not None:
             self._prefetch(
-                version, window, window.advise(offset, size, self.block_size, self._count(version))
+                version, window, window.advise(offset, size, block_size, self._count(version))
             )
         return memoryview(data)[start : start + size]
 
