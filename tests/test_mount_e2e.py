@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from seaweed import SeaweedServer
 
 from dcfs.bench.data import drop_page_cache
+from dcfs.bench.tiers import client_counters
 from dcfs.sample import SampleSpec, make_sample
 
 BLOCK = 1024 * 1024
@@ -112,6 +113,21 @@ def test_queued_requests_are_taken_without_a_wait(mount: Mounted) -> None:
 
     # The file is rewritten every 2 s.
     assert wait_until(lambda: found_queued() > 0, 30), "no request was found queued"
+
+
+def test_rereads_are_answered_by_the_page_cache(mount: Mounted) -> None:
+    """A file opened again unchanged keeps its pages (``keep_cache``): a
+    buffered re-read reaches none of the mount's tiers."""
+    rel = Path("exact-block.bin")
+    path = mount.mountpoint / rel
+    expected = _sha256(mount.source / rel)
+    tiers = client_counters(mount.cluster.state_dir / "mount" / "stats.json")
+    drop_page_cache([path])
+    assert _sha256(path) == expected
+    after_first_read = tiers()
+    assert sum(hits + misses for hits, misses in after_first_read.values()) > 0
+    assert _sha256(path) == expected
+    assert tiers() == after_first_read
 
 
 def test_stat_of_files_and_directories(mount: Mounted) -> None:
