@@ -7,9 +7,9 @@ ceilings of this machine, measured side by side in one run.
 It starts a SeaweedFS S3 server on loopback (and a delaying proxy in front of
 it), compiles libfuse's passthrough_ll example, and runs dcfs clusters over
 the bucket (the set-ups are in ``bench/rigs.py``). Every process it starts
-is stopped by PID; every mount unmounted. The cold, warm and re-read rows
-are medians of three runs of dcfs and three of its baseline (the small-file
-rows: five), taken in turns, printed under each row and kept in ``--json``;
+is stopped by PID; every mount unmounted. The cold, warm, re-read and
+small-file rows are medians of five runs of dcfs and five of its
+baseline, taken in turns, printed under each row and kept in ``--json``;
 each cold read goes through a new cluster and is compared to 16 GETs
 measured just before it. Peer hits and RSS are measured once. The
 baselines move dcfs's unit: the 16 GETs ask for one block's range each, the
@@ -64,10 +64,9 @@ SHORT_TIMEOUT_PAUSE_S = 1.5  # past the 1-s timeouts of the "names timed out" ro
 SMALL = JobSpec("small-files", "small", "warm", direct=False, max_s=60)
 
 
-ROUNDS = 3
-# The small-file rows swing most from round to round (0.6-1.07x in one row),
-# and a round of them lasts about a second.
-SMALL_ROUNDS = 5
+# Single rounds swing on this VM (in three runs: cold 0.56-1.16x, re-read
+# 0.65-1.46x, small files 0.61-1.30x), so five of each side.
+ROUNDS = 5
 
 
 @dataclass
@@ -84,15 +83,11 @@ def ratio(value: float, base: float) -> float:
 
 
 def paired(
-    ours: Callable[[], float],
-    theirs: Callable[[], float],
-    *,
-    theirs_first: bool = False,
-    count: int = ROUNDS,
+    ours: Callable[[], float], theirs: Callable[[], float], *, theirs_first: bool = False
 ) -> Paired:
-    """The medians of ``count`` runs of each, taken in turns."""
+    """The medians of ROUNDS runs of each, taken in turns."""
     rounds = []
-    for _ in range(count):
+    for _ in range(ROUNDS):
         first, second = (theirs, ours) if theirs_first else (ours, theirs)
         a, b = first(), second()
         rounds.append((b, a) if theirs_first else (a, b))
@@ -258,7 +253,6 @@ def main() -> None:
                 paired(
                     lambda: small_files_per_s(mnt, small),
                     lambda: small_files_per_s(pt, small),
-                    count=SMALL_ROUNDS,
                 ),
                 "files/s",
             )
@@ -294,7 +288,6 @@ def main() -> None:
                 paired(
                     lambda: small_files_per_s(mnt, small),
                     lambda: small_files_per_s(pt, small),
-                    count=SMALL_ROUNDS,
                 ),
                 "files/s",
             )
@@ -312,7 +305,6 @@ def main() -> None:
                 paired(
                     lambda: small_files_per_s(short, small, pause_s=SHORT_TIMEOUT_PAUSE_S),
                     lambda: small_files_per_s(pt, small, pause_s=SHORT_TIMEOUT_PAUSE_S),
-                    count=SMALL_ROUNDS,
                 ),
                 "files/s",
             )
