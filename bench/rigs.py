@@ -157,11 +157,8 @@ def dcfs_cluster(
     work: Path, name: str, url: str, endpoint: str, *metadata_args: str
 ) -> Iterator[LocalCluster]:
     state = work / name
-    cluster = LocalCluster(state, log_dir=state / "logs")
-    try:
+    with LocalCluster(state, log_dir=state / "logs") as cluster:
         cluster.start_metadata(url, *metadata_args, endpoint_url=endpoint)
         for _ in range(2):
             cluster.start_node("2GiB", "4GiB")
         yield cluster
-    finally:
-        cluster.stop()
